@@ -1,0 +1,37 @@
+# Two commands set everything up on a fresh machine:
+#   make book   builds the static site into _build/html
+#   make test   runs every lesson against its stored outputs, plus the unit tests
+# Both create (or reuse) the virtual environment .venv and install what they need.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: book test outputs links clean
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	touch $(STAMP)
+
+book: $(STAMP)
+	$(BIN)/jupyter-book build . --warningiserror --keep-going
+
+test: $(STAMP)
+	$(BIN)/pytest --nbval
+
+# Re-run lessons in fresh kernels on the CPU and store their outputs (NB=path for one).
+outputs: $(STAMP)
+	for nb in $(or $(NB),notebooks/[0-9][0-9]_*.ipynb); do \
+	  ENCODING_WORLD_DEVICE=cpu $(BIN)/jupyter nbconvert --to notebook --execute --inplace \
+	    --ExecutePreprocessor.timeout=900 $$nb || exit 1; \
+	done
+
+# Rewrite the Colab cell and README links after changing repository.url in _config.yml.
+links: $(STAMP)
+	$(BIN)/python -m encoding_world.links
+
+clean:
+	rm -rf _build

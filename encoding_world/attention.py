@@ -1,0 +1,112 @@
+"""Scaled dot-product attention, multi-head attention and sinusoidal positional encoding.
+
+Written out step by step in lesson 7, which checks them against
+`torch.nn.functional.scaled_dot_product_attention` and `torch.nn.MultiheadAttention`.
+Masks follow encoding_world.masks: True where attention is allowed.
+"""
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def _check_mask(mask: torch.Tensor, scores_shape: torch.Size) -> None:
+    if mask.dtype != torch.bool:
+        raise TypeError(f"mask must be boolean (True = may attend), got {mask.dtype}")
+    try:
+        torch.broadcast_shapes(mask.shape, scores_shape)
+    except RuntimeError:
+        raise ValueError(f"mask of shape {tuple(mask.shape)} does not broadcast to the attention "
+                         f"scores' shape {tuple(scores_shape)} ([..., query_len, key_len])") from None
+
+
+def scaled_dot_product_attention(q, k, v, mask=None, dropout_p: float = 0.0):
+    """softmax(q·kᵀ / √d_k + mask) · v, returning (output, attention weights).
+
+    q: [..., query_len, d_k], k: [..., key_len, d_k], v: [..., key_len, d_v].
+    A query whose every key is masked gets weights of 0 (not NaN) and an output of 0.
+    """
+    if q.shape[-1] != k.shape[-1]:
+        raise ValueError(f"q and k must share their last dimension d_k, got {q.shape[-1]} and {k.shape[-1]}")
+    if k.shape[-2] != v.shape[-2]:
+        raise ValueError(f"k and v must have the same number of positions, got {k.shape[-2]} and {v.shape[-2]}")
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+    if mask is not None:
+        _check_mask(mask, scores.shape)
+        scores = scores.masked_fill(~mask, float("-inf"))
+    weights = torch.softmax(scores, dim=-1)
+    if mask is not None:
+        weights = weights.nan_to_num(0.0)  # rows with no allowed key: -inf everywhere → NaN → 0
+    if dropout_p > 0.0:
+        weights = F.dropout(weights, p=dropout_p)
+    return weights @ v, weights
+
+
+class MultiHeadAttention(nn.Module):
+    """Multi-head attention: project to n_heads subspaces, attend in each, concatenate, project.
+
+    forward(x, context=None, mask=None, need_weights=False): self-attention over x, or
+    cross-attention from x to `context` (an encoder's output). x: [batch, query_len,
+    d_model]; mask broadcastable to [batch, n_heads, query_len, key_len].
+    Without need_weights it calls PyTorch's fused kernel (FlashAttention on a GPU); with it,
+    the explicit computation above, which also returns the weights [batch, heads, q, k].
+    """
+
+    def __init__(self, d_model: int, n_heads: int, dropout: float = 0.0, bias: bool = True):
+        super().__init__()
+        if d_model % n_heads:
+            raise ValueError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads})")
+        self.d_model, self.n_heads, self.d_head = d_model, n_heads, d_model // n_heads
+        self.q_proj = nn.Linear(d_model, d_model, bias=bias)
+        self.k_proj = nn.Linear(d_model, d_model, bias=bias)
+        self.v_proj = nn.Linear(d_model, d_model, bias=bias)
+        self.out_proj = nn.Linear(d_model, d_model, bias=bias)
+        self.dropout = dropout
+
+    def _split_heads(self, x):  # [batch, len, d_model] -> [batch, heads, len, d_head]
+        batch, length, _ = x.shape
+        return x.view(batch, length, self.n_heads, self.d_head).transpose(1, 2)
+
+    def forward(self, x, context=None, mask=None, need_weights: bool = False):
+        if x.dim() != 3 or x.shape[-1] != self.d_model:
+            raise ValueError(f"x must be [batch, len, {self.d_model}], got shape {tuple(x.shape)}")
+        context = x if context is None else context
+        q = self._split_heads(self.q_proj(x))
+        k = self._split_heads(self.k_proj(context))
+        v = self._split_heads(self.v_proj(context))
+        dropout_p = self.dropout if self.training else 0.0
+        if need_weights:
+            out, weights = scaled_dot_product_attention(q, k, v, mask=mask, dropout_p=dropout_p)
+        else:
+            if mask is not None:
+                _check_mask(mask, torch.Size((q.shape[0], self.n_heads, q.shape[2], k.shape[2])))
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
+            weights = None
+        out = out.transpose(1, 2).reshape(x.shape[0], x.shape[1], self.d_model)
+        return self.out_proj(out), weights
+
+    @torch.no_grad()
+    def load_from_torch(self, mha: nn.MultiheadAttention) -> "MultiHeadAttention":
+        """Copy the weights of a torch.nn.MultiheadAttention of the same size into this module."""
+        if mha.embed_dim != self.d_model or mha.num_heads != self.n_heads or not mha._qkv_same_embed_dim:
+            raise ValueError("the torch module must have the same d_model and n_heads, and packed q/k/v weights")
+        for proj, weight in zip((self.q_proj, self.k_proj, self.v_proj), mha.in_proj_weight.chunk(3)):
+            proj.weight.copy_(weight)
+        if mha.in_proj_bias is not None:
+            for proj, bias in zip((self.q_proj, self.k_proj, self.v_proj), mha.in_proj_bias.chunk(3)):
+                proj.bias.copy_(bias)
+        self.out_proj.load_state_dict(mha.out_proj.state_dict())
+        return self
+
+
+def sinusoidal_positional_encoding(max_len: int, d_model: int) -> torch.Tensor:
+    """[max_len, d_model]: PE[pos, 2i] = sin(pos / 10000^(2i/d)), PE[pos, 2i+1] = cos(same)."""
+    if d_model % 2:
+        raise ValueError(f"d_model must be even for sine/cosine pairs, got {d_model}")
+    position = torch.arange(max_len, dtype=torch.float64)[:, None]
+    frequency = torch.exp(-math.log(10000.0) * torch.arange(0, d_model, 2, dtype=torch.float64) / d_model)
+    pe = torch.zeros(max_len, d_model, dtype=torch.float64)
+    pe[:, 0::2] = torch.sin(position * frequency)
+    pe[:, 1::2] = torch.cos(position * frequency)
+    return pe.to(torch.get_default_dtype())

@@ -1,0 +1,141 @@
+"""Every link to the book's repository, derived from the one place that names it.
+
+`_config.yml` (`repository.url`, `repository.branch`) is the only place the repository's
+address is written by hand. This module derives from it the Colab set-up cell that opens
+every lesson, and the clone and Colab links in README.md.
+
+    python -m encoding_world.links          # rewrite them after changing _config.yml
+    python -m encoding_world.links --check  # fail if any is out of date (a test runs this)
+"""
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+from .data import REPO_ROOT
+
+NOTEBOOKS = REPO_ROOT / "notebooks"
+CHECKOUT = "/content/encoding-the-world"
+SETUP_MARKER = "# Colab set-up"
+README_START = "<!-- links: start (written by `python -m encoding_world.links`) -->"
+README_END = "<!-- links: end -->"
+
+
+def repository() -> tuple[str, str]:
+    """(url, branch) of the book's repository, read from _config.yml."""
+    import yaml
+
+    config = yaml.safe_load((REPO_ROOT / "_config.yml").read_text(encoding="utf-8"))
+    repo = config.get("repository") or {}
+    url = (repo.get("url") or "").rstrip("/")
+    if not re.fullmatch(r"https://github\.com/[\w.-]+/[\w.-]+", url):
+        raise ValueError(f"_config.yml: repository.url must be https://github.com/OWNER/NAME, got {url!r}")
+    return url, repo.get("branch", "main")
+
+
+def colab_url(notebook: str) -> str:
+    """The Colab address that opens `notebooks/<notebook>` from the repository's branch."""
+    url, branch = repository()
+    return f"https://colab.research.google.com/github/{url.removeprefix('https://github.com/')}" \
+           f"/blob/{branch}/notebooks/{notebook}"
+
+
+def setup_cell_source() -> str:
+    url, branch = repository()
+    return f'''{SETUP_MARKER}: in Google Colab, fetch the book's code and data and install what
+# Colab lacks. From a checkout of the book this cell does nothing.
+import os, subprocess, sys
+if "google.colab" in sys.modules:
+    if not os.path.isdir("{CHECKOUT}"):
+        subprocess.run(["git", "clone", "--depth", "1", "--branch", "{branch}",
+                        "{url}", "{CHECKOUT}"], check=True)
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", "{CHECKOUT}"], check=True)
+    sys.path.insert(0, "{CHECKOUT}")
+    os.chdir("{CHECKOUT}/notebooks")'''
+
+
+def readme_block() -> str:
+    url, _ = repository()
+    lines = [README_START, "", "```bash", f"git clone {url}", f"cd {url.rsplit('/', 1)[1]}",
+             "```", "", "| lesson | open in Colab |", "| --- | --- |"]
+    for path in sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb")):
+        title = lesson_title(path)
+        lines.append(f"| {title} | [{path.name}]({colab_url(path.name)}) |")
+    lines += ["", README_END]
+    return "\n".join(lines)
+
+
+def lesson_title(path: Path) -> str:
+    nb = json.loads(path.read_text(encoding="utf-8"))
+    for cell in nb["cells"]:
+        if cell["cell_type"] == "markdown":
+            for line in "".join(cell["source"]).splitlines():
+                if line.startswith("# "):
+                    return line[2:].strip()
+    raise ValueError(f"{path.name} has no '# Title' heading in a markdown cell")
+
+
+def _first_code_cell(nb: dict) -> dict:
+    for cell in nb["cells"]:
+        if cell["cell_type"] == "code":
+            return cell
+    raise ValueError("notebook has no code cell")
+
+
+def stale_files() -> list[Path]:
+    """Files whose derived links differ from what _config.yml says they should be."""
+    stale = []
+    source = setup_cell_source()
+    for path in sorted(NOTEBOOKS.glob("*.ipynb")):
+        cell = _first_code_cell(json.loads(path.read_text(encoding="utf-8")))
+        if "".join(cell["source"]) != source:
+            stale.append(path)
+    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    if readme_block() not in readme:
+        stale.append(REPO_ROOT / "README.md")
+    return stale
+
+
+def write_links() -> list[Path]:
+    source = setup_cell_source()
+    changed = []
+    for path in sorted(NOTEBOOKS.glob("*.ipynb")):
+        nb = json.loads(path.read_text(encoding="utf-8"))
+        cell = _first_code_cell(nb)
+        if "".join(cell["source"]) == source:
+            continue
+        if not "".join(cell["source"]).startswith(SETUP_MARKER):
+            raise ValueError(f"{path.name}: its first code cell is not the Colab set-up cell; "
+                             f"insert a code cell starting with {SETUP_MARKER!r} first")
+        cell["source"] = source.splitlines(keepends=True)
+        path.write_text(json.dumps(nb, ensure_ascii=False, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+        changed.append(path)
+    readme_path = REPO_ROOT / "README.md"
+    readme = readme_path.read_text(encoding="utf-8")
+    pattern = re.compile(re.escape(README_START) + ".*?" + re.escape(README_END), re.S)
+    if not pattern.search(readme):
+        raise ValueError(f"README.md lacks the markers {README_START!r} … {README_END!r}")
+    new = pattern.sub(lambda _: readme_block(), readme)
+    if new != readme:
+        readme_path.write_text(new, encoding="utf-8")
+        changed.append(readme_path)
+    return changed
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description="Derive the book's links from _config.yml.")
+    parser.add_argument("--check", action="store_true", help="report stale files, change nothing")
+    args = parser.parse_args(argv)
+    if args.check:
+        stale = stale_files()
+        for path in stale:
+            print(f"{path.relative_to(REPO_ROOT)}: links out of date; run `python -m encoding_world.links`")
+        return 1 if stale else 0
+    for path in write_links():
+        print(f"rewrote {path.relative_to(REPO_ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,279 @@
+"""The reusable parts of a training script: one epoch of training, evaluation, checkpoints.
+
+Lesson 2 writes each piece out by hand and then checks it against this module; later
+lessons (the translator, the mini-GPT, LoRA fine-tuning) import it. The code is kept
+plain on purpose, in the spirit of nanoGPT: a loop you can read top to bottom.
+
+Conventions
+-----------
+* A data loader yields ``(inputs, targets)`` pairs of tensors.
+* ``loss_fn(outputs, targets)`` returns the *mean* loss over the elements of ``targets``
+  (the default of ``nn.CrossEntropyLoss``). For a language model whose outputs are
+  ``[batch, seq_len, vocab]`` and targets ``[batch, seq_len]``, pass a function that
+  flattens both, e.g. ``lambda out, y: F.cross_entropy(out.flatten(0, 1), y.flatten())``.
+* Mean losses over an epoch are weighted by ``targets.numel()``, so a short last batch
+  counts for what it holds, and the result is the loss over the whole data set.
+
+Checkpoints are written atomically (to a temporary file in the same folder, then
+``os.replace``), so a crash while saving never leaves a half-written file under the real
+name, and they are read with ``torch.load(weights_only=True)``, which refuses to run code
+hidden in a file. Everything saved must therefore be tensors or plain Python data
+(numbers, strings, lists, tuples, dicts): pass a config as ``dataclasses.asdict(config)``.
+"""
+from __future__ import annotations
+
+import math
+import os
+import pickle
+import uuid
+from pathlib import Path
+
+import torch
+
+__all__ = [
+    "CheckpointError", "train_one_epoch", "evaluate", "fit",
+    "save_checkpoint", "load_checkpoint",
+]
+
+CHECKPOINT_FORMAT = 1  # bumped if the layout of the saved dict ever changes
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file exists but cannot be used: corrupt, foreign, or for another model."""
+
+
+# --------------------------------------------------------------------------- training
+
+def train_one_epoch(model, loader, loss_fn, optimizer, device, grad_clip: float | None = None) -> float:
+    """Train `model` for one pass over `loader`; return the mean training loss.
+
+    Each batch: forward pass, loss, ``zero_grad``, ``backward``, (optional gradient-norm
+    clipping), ``step``. The loss is averaged over all target elements seen.
+    """
+    model.train()
+    total, count = 0.0, 0
+    for inputs, targets in loader:
+        inputs, targets = inputs.to(device), targets.to(device)
+        outputs = model(inputs)                    # forward pass
+        loss = loss_fn(outputs, targets)
+        optimizer.zero_grad(set_to_none=True)      # forget the previous batch's gradients
+        loss.backward()                            # backward pass: fill every .grad
+        if grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        optimizer.step()                           # move the parameters downhill
+        n = targets.numel()
+        total += loss.item() * n
+        count += n
+    if count == 0:
+        raise ValueError("the loader yielded no batches: is the data set empty?")
+    return total / count
+
+
+@torch.no_grad()
+def evaluate(model, loader, loss_fn, device) -> tuple[float, float]:
+    """Mean loss and accuracy of `model` on `loader`, without changing the model.
+
+    Accuracy is the share of target elements equal to ``outputs.argmax(-1)``; it is NaN
+    when the targets are not class indices (e.g. a regression).
+    """
+    model.eval()
+    total, correct, count = 0.0, 0, 0
+    for inputs, targets in loader:
+        inputs, targets = inputs.to(device), targets.to(device)
+        outputs = model(inputs)
+        n = targets.numel()
+        total += loss_fn(outputs, targets).item() * n
+        if not targets.is_floating_point() and outputs.shape[:-1] == targets.shape:
+            correct += (outputs.argmax(-1) == targets).sum().item()
+        else:
+            correct = math.nan
+        count += n
+    if count == 0:
+        raise ValueError("the loader yielded no batches: is the data set empty?")
+    return total / count, correct / count
+
+
+def fit(model, train_loader, val_loader, loss_fn, optimizer, device, epochs: int,
+        grad_clip: float | None = None, log_every: int = 0) -> dict[str, list[float]]:
+    """Train for `epochs` epochs, evaluating on `val_loader` after each one.
+
+    Returns the history ``{"train_loss": [...], "val_loss": [...], "val_acc": [...]}``,
+    one entry per epoch. With ``log_every=k`` it prints a line every k epochs.
+    """
+    history: dict[str, list[float]] = {"train_loss": [], "val_loss": [], "val_acc": []}
+    for epoch in range(1, epochs + 1):
+        train_loss = train_one_epoch(model, train_loader, loss_fn, optimizer, device, grad_clip)
+        val_loss, val_acc = evaluate(model, val_loader, loss_fn, device)
+        history["train_loss"].append(train_loss)
+        history["val_loss"].append(val_loss)
+        history["val_acc"].append(val_acc)
+        if log_every and (epoch % log_every == 0 or epoch == epochs):
+            print(f"epoch {epoch:3d}  train loss {train_loss:.4f}  "
+                  f"val loss {val_loss:.4f}  val acc {val_acc:.4f}")
+    return history
+
+
+# ------------------------------------------------------------------------ checkpoints
+
+def _unwrap(model):
+    """The module itself when `model` was wrapped by ``torch.compile`` (its keys lack the
+    ``_orig_mod.`` prefix, so a checkpoint loads into compiled and plain models alike)."""
+    return getattr(model, "_orig_mod", model)
+
+
+_PLAIN = (type(None), bool, int, float, complex, str, bytes, torch.Tensor, torch.Size,
+          torch.dtype, torch.device)
+
+
+def _check_plain(value, where: str) -> None:
+    """Raise TypeError if `value` holds anything ``torch.load(weights_only=True)`` refuses."""
+    if isinstance(value, _PLAIN):
+        return
+    if isinstance(value, (list, tuple, set)):
+        for i, item in enumerate(value):
+            _check_plain(item, f"{where}[{i}]")
+        return
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _check_plain(key, f"{where} key {key!r}")
+            _check_plain(item, f"{where}[{key!r}]")
+        return
+    hint = " (pass dataclasses.asdict(...))" if hasattr(value, "__dataclass_fields__") else \
+        " (pass vars(...))" if hasattr(value, "_get_kwargs") else ""
+    raise TypeError(
+        f"{where} is a {type(value).__name__}, which torch.load(weights_only=True) will refuse "
+        f"to read back; save tensors, numbers, strings, lists, tuples or dicts instead{hint}")
+
+
+def save_checkpoint(path, model, optimizer=None, step: int = 0, **extra) -> Path:
+    """Save the model's weights, the optimizer's state, the step and any `extra` data.
+
+    The file appears under `path` only once it is complete: it is written to a temporary
+    file in the same folder (same file system, so the rename is atomic) and then moved
+    over `path` with ``os.replace``. Returns the path written.
+    """
+    path = Path(path)
+    for key, value in extra.items():
+        _check_plain(value, f"extra field {key!r}")
+    state = {
+        "format": CHECKPOINT_FORMAT,
+        "model": _unwrap(model).state_dict(),
+        "optimizer": None if optimizer is None else optimizer.state_dict(),
+        "step": int(step),
+        "extra": dict(extra),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        with open(tmp, "xb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _describe_mismatch(saved: dict, current: dict) -> list[str]:
+    """Human-readable differences between a saved state dict and the model's own."""
+    problems = []
+    for key in current:
+        if key not in saved:
+            problems.append(f"missing from the checkpoint: {key!r}")
+        elif getattr(saved[key], "shape", None) != getattr(current[key], "shape", None):
+            problems.append(f"shape of {key!r}: checkpoint has {list(saved[key].shape)}, "
+                            f"model has {list(current[key].shape)}")
+    problems += [f"in the checkpoint but not in the model: {key!r}" for key in saved if key not in current]
+    return problems
+
+
+def load_checkpoint(path, model, optimizer=None, map_location="cpu", strict: bool = True) -> dict:
+    """Load a checkpoint written by `save_checkpoint` into `model` (and `optimizer`).
+
+    Returns ``{"step": step, **extra}``. Raises FileNotFoundError for a missing file and
+    CheckpointError, with what to do next, for a file that is truncated or corrupt, was
+    not written by `save_checkpoint`, or does not fit the model (the message names every
+    offending key). With ``strict=False`` keys missing on either side are tolerated (e.g.
+    loading base weights into a model with extra adapter layers); shapes must still agree.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"no checkpoint at {path}: check the path, or train the model and save one "
+            f"with save_checkpoint() first")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        if "weights only" in str(err).lower() or "weights_only" in str(err):
+            raise CheckpointError(
+                f"{path} holds Python objects other than tensors and plain data, which "
+                f"torch.load(weights_only=True) refuses to run. Save plain data instead "
+                f"(e.g. dataclasses.asdict(config)); only if you trust the file, read it with "
+                f"torch.load(path, weights_only=False) and save it again with save_checkpoint(). "
+                f"Details: {str(err).splitlines()[0]}") from err
+        raise CheckpointError(_corrupt_message(path, err)) from err
+    except Exception as err:  # zip reader errors (RuntimeError), EOFError, ...
+        raise CheckpointError(_corrupt_message(path, err)) from err
+
+    if not (isinstance(state, dict) and "model" in state and "format" in state):
+        keys = sorted(map(str, state)) if isinstance(state, dict) else type(state).__name__
+        raise CheckpointError(
+            f"{path} was not written by save_checkpoint (it holds {keys}). If it is a bare "
+            f"state dict, use model.load_state_dict(torch.load(path, weights_only=True)).")
+    if state["format"] > CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path} has checkpoint format {state['format']}, newer than this "
+                              f"code understands ({CHECKPOINT_FORMAT}): update encoding_world")
+
+    target = _unwrap(model)
+    problems = _describe_mismatch(state["model"], target.state_dict())
+    if not strict:
+        problems = [p for p in problems if p.startswith("shape of")]
+    if problems:
+        extra = state.get("extra") or {}
+        saved_with = f" It was saved with: {extra}." if extra and len(repr(extra)) < 300 else ""
+        raise CheckpointError(
+            f"{path} does not fit this model:\n  - " + "\n  - ".join(problems) +
+            f"\nBuild the model with the same configuration as when the checkpoint was saved."
+            f"{saved_with}")
+    if optimizer is not None:
+        _check_optimizer(path, state["optimizer"], optimizer)
+
+    # Everything checked: only now change the model and the optimizer.
+    target.load_state_dict(state["model"], strict=strict)
+    if optimizer is not None:
+        optimizer.load_state_dict(state["optimizer"])
+    return {"step": state["step"], **state["extra"]}
+
+
+def _check_optimizer(path: Path, saved, optimizer) -> None:
+    """Raise CheckpointError unless the saved optimizer state fits `optimizer`."""
+    if saved is None:
+        raise CheckpointError(f"{path} holds no optimizer state (it was saved with "
+                              f"optimizer=None): call load_checkpoint without an optimizer")
+    saved_groups, own_groups = saved["param_groups"], optimizer.state_dict()["param_groups"]
+    # Settings names tell optimizers apart (SGD has "momentum", Adam "betas"); newer
+    # PyTorch versions only add names, so one set containing the other is fine.
+    saved_keys, own_keys = set(saved_groups[0]), set(own_groups[0])
+    if not (saved_keys <= own_keys or own_keys <= saved_keys):
+        raise CheckpointError(
+            f"{path}: the saved optimizer state is for another kind of optimizer (settings "
+            f"{sorted(saved_keys - own_keys)} are not those of the {type(optimizer).__name__} "
+            f"given); create the same optimizer as when saving, or load without an optimizer "
+            f"to start a fresh one")
+    saved_sizes = [len(g["params"]) for g in saved_groups]
+    own_sizes = [len(g["params"]) for g in own_groups]
+    if saved_sizes != own_sizes:
+        raise CheckpointError(
+            f"{path}: the saved optimizer state covers parameter groups of sizes {saved_sizes}, "
+            f"this optimizer has {own_sizes}; create the optimizer over the same parameters "
+            f"as when saving, or load without an optimizer to start a fresh one")
+
+
+def _corrupt_message(path: Path, err: Exception) -> str:
+    reason = str(err).split(". ")[0].strip() or "unexpected end of file"
+    return (f"{path} is not a readable checkpoint: it is truncated or corrupt "
+            f"({path.stat().st_size} bytes; {type(err).__name__}: {reason}). It was probably cut "
+            f"off while being written or copied: copy it again, or delete it and load an "
+            f"earlier checkpoint.")

@@ -1,0 +1,146 @@
+"""The built site, opened in a real browser (headless Chromium driven by Playwright).
+
+The book is built once per session exactly as `make book` builds it (warnings are
+errors); then every page is loaded over HTTP from localhost and checked as a reader would
+see it. A screenshot of one lesson is saved in _build/screenshots/ for a person to look at.
+Without Chromium the browser checks are skipped with a message saying how to install it.
+"""
+import functools
+import http.server
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from encoding_world import links
+from encoding_world.data import REPO_ROOT
+
+HTML = REPO_ROOT / "_build" / "html"
+LESSONS = sorted((REPO_ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+def find_chromium():
+    for name in (os.environ.get("CHROMIUM"), "chromium", "chromium-browser", "google-chrome"):
+        if name and shutil.which(name):
+            return shutil.which(name)
+    return None
+
+
+@pytest.fixture(scope="session")
+def built_site():
+    jupyter_book = Path(sys.executable).parent / "jupyter-book"
+    result = subprocess.run([str(jupyter_book), "build", str(REPO_ROOT), "--all",
+                             "--warningiserror", "--keep-going"],
+                            capture_output=True, text=True, cwd=REPO_ROOT)
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, f"the book did not build cleanly:\n{log[-6000:]}"
+    assert (HTML / "index.html").exists()
+    return log
+
+
+@pytest.fixture(scope="session")
+def site_url(built_site):
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(HTML))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+@pytest.fixture(scope="session")
+def browser():
+    executable = find_chromium()
+    if executable is None:
+        pytest.skip("browser test SKIPPED: Chromium is not installed "
+                    "(`apt-get install chromium`; .ci/run installs it)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+def open_page(browser, url):
+    """Load a page; return it with the console errors and failed requests it produced."""
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    problems = []
+    page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
+    page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+    page.on("requestfailed", lambda r: problems.append(f"failed request: {r.url}"))
+    page.goto(url, wait_until="networkidle")
+    return page, problems
+
+
+def test_book_builds_without_warnings(built_site):
+    assert "build succeeded" in built_site
+    assert not re.search(r"\bWARNING\b", built_site)
+
+
+def test_home_page(browser, site_url):
+    page, problems = open_page(browser, f"{site_url}/book/intro.html")
+    assert "Encoding the World" in page.title()
+    for lesson in LESSONS:
+        assert page.locator(f'nav a[href*="{lesson.stem}.html"]').count() >= 1, lesson.stem
+    assert page.locator('a[href*="glossary.html"]').count() >= 1
+    assert problems == []
+    index, problems = open_page(browser, f"{site_url}/index.html")
+    assert index.url.endswith("book/intro.html") and problems == []
+
+
+@pytest.mark.parametrize("lesson", LESSONS, ids=lambda p: p.stem)
+def test_lesson_page(browser, site_url, lesson):
+    nb = json.loads(lesson.read_text(encoding="utf-8"))
+    title = links.lesson_title(lesson)
+    page, problems = open_page(browser, f"{site_url}/notebooks/{lesson.stem}.html")
+    assert problems == []
+    assert page.locator("h1").first.inner_text().strip().rstrip("#").strip() == title
+
+    # Figures: every stored plot is shown, and each image has really loaded.
+    stored_plots = sum("image/png" in out.get("data", {}) for c in nb["cells"]
+                       if c["cell_type"] == "code" for out in c["outputs"])
+    images = page.locator(".cell_output img")
+    assert images.count() == stored_plots >= 1
+    assert all(images.nth(i).evaluate("img => img.complete && img.naturalWidth > 0")
+               for i in range(images.count()))
+
+    # Math: MathJax (served with the book) has typeset every formula the lesson writes.
+    markdown = "".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "markdown")
+    if "$" in markdown:
+        page.wait_for_selector("mjx-container svg", timeout=15_000)
+        assert page.locator("mjx-container").count() >= 1
+        assert page.locator("mjx-merror").count() == 0, "MathJax reported a formula it could not parse"
+
+    # Launch button: opens this very notebook in Colab, from the main branch.
+    colab = page.locator('a[href^="https://colab.research.google.com/"]')
+    assert colab.count() >= 1
+    assert colab.first.get_attribute("href") == links.colab_url(lesson.name)
+
+    # Hidden exercise solutions are behind a toggle.
+    assert page.locator(".tag_hide-input").count() >= 2
+
+    if lesson == LESSONS[0]:
+        shots = REPO_ROOT / "_build" / "screenshots"
+        shots.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(shots / f"{lesson.stem}.png"), full_page=False)
+
+
+def test_glossary_page(browser, site_url):
+    page, problems = open_page(browser, f"{site_url}/book/glossary.html")
+    assert problems == []
+    terms = page.locator("dl.glossary dt")
+    assert terms.count() >= 20
+    # Every term links to the lesson that demonstrates it.
+    for i in range(terms.count()):
+        definition = terms.nth(i).locator("xpath=following-sibling::dd[1]")
+        assert definition.locator('a[href*="notebooks/"]').count() >= 1, terms.nth(i).inner_text()
