@@ -25,8 +25,7 @@ test: $(STAMP)
 # Re-run lessons in fresh kernels on the CPU and store their outputs (NB=path for one).
 outputs: $(STAMP)
 	for nb in $(or $(NB),notebooks/[0-9][0-9]_*.ipynb); do \
-	  ENCODING_WORLD_DEVICE=cpu $(BIN)/jupyter nbconvert --to notebook --execute --inplace \
-	    --ExecutePreprocessor.timeout=900 $$nb || exit 1; \
+	  ENCODING_WORLD_DEVICE=cpu $(BIN)/jupyter execute --inplace --timeout=900 $$nb || exit 1; \
 	done
 
 # Rewrite the Colab cell and README links after changing repository.url in _config.yml.

@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .masks import causal_mask
+
 
 def _check_mask(mask: torch.Tensor, scores_shape: torch.Size) -> None:
     if mask.dtype != torch.bool:
@@ -46,9 +48,11 @@ def scaled_dot_product_attention(q, k, v, mask=None, dropout_p: float = 0.0):
 class MultiHeadAttention(nn.Module):
     """Multi-head attention: project to n_heads subspaces, attend in each, concatenate, project.
 
-    forward(x, context=None, mask=None, need_weights=False): self-attention over x, or
-    cross-attention from x to `context` (an encoder's output). x: [batch, query_len,
-    d_model]; mask broadcastable to [batch, n_heads, query_len, key_len].
+    forward(x, context=None, mask=None, need_weights=False, causal=False): self-attention
+    over x, or cross-attention from x to `context` (an encoder's output). x: [batch,
+    query_len, d_model]; mask broadcastable to [batch, n_heads, query_len, key_len];
+    `causal=True` adds the causal mask without building it (the fused kernel skips the
+    masked half of the work).
     Without need_weights it calls PyTorch's fused kernel (FlashAttention on a GPU); with it,
     the explicit computation above, which also returns the weights [batch, heads, q, k].
     """
@@ -68,7 +72,7 @@ class MultiHeadAttention(nn.Module):
         batch, length, _ = x.shape
         return x.view(batch, length, self.n_heads, self.d_head).transpose(1, 2)
 
-    def forward(self, x, context=None, mask=None, need_weights: bool = False):
+    def forward(self, x, context=None, mask=None, need_weights: bool = False, causal: bool = False):
         if x.dim() != 3 or x.shape[-1] != self.d_model:
             raise ValueError(f"x must be [batch, len, {self.d_model}], got shape {tuple(x.shape)}")
         context = x if context is None else context
@@ -76,12 +80,16 @@ class MultiHeadAttention(nn.Module):
         k = self._split_heads(self.k_proj(context))
         v = self._split_heads(self.v_proj(context))
         dropout_p = self.dropout if self.training else 0.0
+        if causal and (need_weights or mask is not None):
+            allowed = causal_mask(q.shape[2], device=q.device)
+            mask = allowed if mask is None else mask & allowed
+            causal = False
         if need_weights:
             out, weights = scaled_dot_product_attention(q, k, v, mask=mask, dropout_p=dropout_p)
         else:
             if mask is not None:
                 _check_mask(mask, torch.Size((q.shape[0], self.n_heads, q.shape[2], k.shape[2])))
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=causal)
             weights = None
         out = out.transpose(1, 2).reshape(x.shape[0], x.shape[1], self.d_model)
         return self.out_proj(out), weights

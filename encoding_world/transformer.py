@@ -45,8 +45,8 @@ class TransformerBlock(nn.Module):
         self.ffn = FeedForward(d_model, d_ff, dropout=dropout, bias=bias)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x, mask=None, memory=None, memory_mask=None):
-        x = x + self.dropout(self.self_attn(self.norm1(x), mask=mask)[0])
+    def forward(self, x, mask=None, memory=None, memory_mask=None, causal: bool = False):
+        x = x + self.dropout(self.self_attn(self.norm1(x), mask=mask, causal=causal)[0])
         if self.cross_attn is not None:
             if memory is None:
                 raise ValueError("this block has cross-attention: pass the encoder output as memory")

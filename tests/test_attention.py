@@ -149,3 +149,16 @@ def test_sinusoidal_encoding_values_and_distinct_positions():
     assert torch.cdist(pe, pe).add(torch.eye(50)).min() > 0.1  # no two positions coincide
     with pytest.raises(ValueError, match="even"):
         sinusoidal_positional_encoding(10, 7)
+
+
+def test_causal_flag_equals_an_explicit_causal_mask():
+    mha = MultiHeadAttention(16, 4).eval()
+    x = torch.randn(2, 6, 16)
+    explicit = mha(x, mask=causal_mask(6))[0]
+    assert torch.allclose(mha(x, causal=True)[0], explicit, atol=1e-12)
+    assert torch.allclose(mha(x, causal=True, need_weights=True)[0], explicit, atol=1e-12)
+    keys = torch.tensor([[True] * 6, [True] * 4 + [False] * 2])
+    combined = mha(x, mask=attention_mask(keys, causal=True))[0]
+    assert torch.allclose(mha(x, mask=attention_mask(keys), causal=True)[0], combined, atol=1e-12)
+    block = TransformerBlock(16, 4).eval()
+    assert torch.allclose(block(x, causal=True), block(x, mask=causal_mask(6)), atol=1e-12)
