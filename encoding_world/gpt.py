@@ -1,0 +1,109 @@
+"""A small decoder-only Transformer language model (GPT), in one readable file.
+
+Token and position embeddings, a stack of pre-LN blocks with causal self-attention (the
+package's TransformerBlock), a final LayerNorm and a language-model head that shares its
+weights with the token embedding. Lesson 10 trains it on Tang poems; lesson 12 adapts it.
+"""
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .transformer import TransformerBlock
+
+
+@dataclass
+class GPTConfig:
+    vocab_size: int
+    block_size: int = 128   # the longest context, in tokens
+    n_layer: int = 4
+    n_head: int = 4
+    d_model: int = 128      # the width of every token's vector ("4096 dimensions" in a 7B model)
+    dropout: float = 0.0
+    bias: bool = False      # no biases in Linear/LayerNorm: slightly faster, as good
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class GPT(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        if config.d_model % config.n_head:
+            raise ValueError(f"d_model ({config.d_model}) must be divisible by n_head ({config.n_head})")
+        self.config = config
+        self.token_embedding = nn.Embedding(config.vocab_size, config.d_model)
+        self.position_embedding = nn.Embedding(config.block_size, config.d_model)
+        self.dropout = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(
+            TransformerBlock(config.d_model, config.n_head, 4 * config.d_model, config.dropout, bias=config.bias)
+            for _ in range(config.n_layer))
+        self.norm = nn.LayerNorm(config.d_model, bias=config.bias)
+        self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        self.lm_head.weight = self.token_embedding.weight  # weight tying: one matrix reads and writes tokens
+        self.apply(self._init_weights)
+        # Each residual branch's last projection starts smaller, so the residual stream's
+        # variance does not grow with depth (GPT-2's initialisation).
+        for name, param in self.named_parameters():
+            if name.endswith(("out_proj.weight", "ffn.down.weight")):
+                nn.init.normal_(param, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+
+    @staticmethod
+    def _init_weights(module):
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def num_parameters(self, non_embedding: bool = True) -> int:
+        """Parameters, counted once each (tied weights included once); position embeddings
+        excluded by default, as is usual when quoting a model's size."""
+        n = sum(p.numel() for p in self.parameters())
+        return n - self.position_embedding.weight.numel() if non_embedding else n
+
+    def forward(self, token_ids, targets=None):
+        """Logits [batch, len, vocab] for the next token at every position, and the mean
+        cross-entropy against `targets` when given."""
+        batch, length = token_ids.shape
+        if length > self.config.block_size:
+            raise ValueError(f"sequence of {length} tokens is longer than block_size={self.config.block_size}")
+        positions = torch.arange(length, device=token_ids.device)
+        x = self.dropout(self.token_embedding(token_ids) + self.position_embedding(positions))
+        for block in self.blocks:
+            x = block(x, causal=True)
+        logits = self.lm_head(self.norm(x))
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.reshape(-1))
+        return logits, loss
+
+    def flops_per_token(self) -> int:
+        """Training FLOPs per token: 6·N for the weights (forward + backward) plus attention's
+        6 · n_layer · block_size · d_model (scores and weighted sum, forward + backward, with
+        the causal half counted as in PaLM's appendix B accounting)."""
+        c = self.config
+        return 6 * self.num_parameters() + 6 * c.n_layer * c.block_size * c.d_model
+
+    @torch.no_grad()
+    def generate(self, token_ids, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
+                 generator: torch.Generator | None = None, stop_id: int | None = None):
+        """Append up to max_new_tokens sampled tokens (greedy when temperature == 0)."""
+        for _ in range(max_new_tokens):
+            context = token_ids[:, -self.config.block_size:]
+            logits = self(context)[0][:, -1, :].float()
+            if temperature == 0:
+                next_id = logits.argmax(dim=-1, keepdim=True)
+            else:
+                logits = logits / temperature
+                if top_k is not None:
+                    kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, -1:]
+                    logits = logits.masked_fill(logits < kth, float("-inf"))
+                next_id = torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=generator)
+            token_ids = torch.cat([token_ids, next_id], dim=1)
+            if stop_id is not None and (next_id == stop_id).all():
+                break
+        return token_ids

@@ -1,0 +1,88 @@
+"""The training command: a run killed mid-way and resumed ends exactly like an uninterrupted one."""
+import json
+import signal
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from encoding_world import train as train_module
+from encoding_world.training import CheckpointError, load_checkpoint
+
+COMMAND = [sys.executable, "-m", "encoding_world.train", "--config", "tiny", "--no-progress"]
+
+
+def run_to_end(out, *extra):
+    result = subprocess.run(COMMAND + ["--out", str(out), *extra], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def read_history(out):
+    return torch.load(out / "checkpoint.pt", weights_only=True)["extra"]["history"]
+
+
+def test_killed_run_resumes_to_the_same_result(tmp_path):
+    config = train_module.CONFIGS["tiny"]
+    uninterrupted = run_to_end(tmp_path / "straight")
+
+    # Start the same run, and kill it (SIGKILL: no chance to clean up) between two checkpoints.
+    kill_at = config.checkpoint_every * 2 + config.checkpoint_every // 2
+    process = subprocess.Popen(COMMAND + ["--out", str(tmp_path / "killed"), "--log-every", "1"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in process.stdout:
+        if line.startswith(f"step {kill_at} "):
+            process.send_signal(signal.SIGKILL)
+            break
+    process.wait(timeout=60)
+    assert process.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    saved_step = torch.load(tmp_path / "killed" / "checkpoint.pt", weights_only=True)["step"]
+    assert config.checkpoint_every * 2 <= saved_step < config.max_steps
+
+    resumed = run_to_end(tmp_path / "killed", "--resume")
+    assert resumed["final_val_loss"] == uninterrupted["final_val_loss"]
+    assert read_history(tmp_path / "killed") == read_history(tmp_path / "straight")
+
+
+def test_resume_without_checkpoint_or_with_another_config_is_refused(tmp_path):
+    result = subprocess.run(COMMAND + ["--out", str(tmp_path), "--resume"], capture_output=True, text=True)
+    assert result.returncode == 2 and "no checkpoint" in result.stderr and "without --resume" in result.stderr
+    run_to_end(tmp_path, "--max-steps", "5")
+    result = subprocess.run(COMMAND + ["--out", str(tmp_path), "--resume", "--max-steps", "10"],
+                            capture_output=True, text=True)
+    assert result.returncode == 2 and "another configuration" in result.stderr
+
+
+def test_corrupt_checkpoint_gives_a_clear_error(tmp_path):
+    run_to_end(tmp_path, "--max-steps", "5")
+    path = tmp_path / "checkpoint.pt"
+    path.write_bytes(path.read_bytes()[:1000])
+    result = subprocess.run(COMMAND + ["--out", str(tmp_path), "--resume", "--max-steps", "5"],
+                            capture_output=True, text=True)
+    assert result.returncode == 2 and "truncated or corrupt" in result.stderr
+
+
+def test_checkpoint_loads_with_weights_only_and_rebuilds_the_model(tmp_path):
+    run_to_end(tmp_path, "--max-steps", "5")
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    config = train_module.TrainConfig(**state["extra"]["train_config"])
+    model = train_module.GPT(config.model_config())
+    info = load_checkpoint(tmp_path / "checkpoint.pt", model)
+    assert info["step"] == 5 and len(info["vocab"]) == config.vocab_size
+    wrong = train_module.GPT(train_module.GPTConfig(vocab_size=config.vocab_size, d_model=64, n_head=2))
+    with pytest.raises(CheckpointError, match="does not fit this model"):
+        load_checkpoint(tmp_path / "checkpoint.pt", wrong)
+
+
+def test_learning_rate_schedule():
+    config = train_module.TrainConfig(learning_rate=1e-3, min_learning_rate=1e-4, warmup_steps=10, max_steps=110)
+    lrs = [train_module.learning_rate(config, s) for s in range(111)]
+    assert lrs[0] == pytest.approx(1e-4) and lrs[9] == pytest.approx(1e-3)
+    assert lrs[60] == pytest.approx(5.5e-4) and lrs[110] == pytest.approx(1e-4)
+    assert all(a >= b for a, b in zip(lrs[9:], lrs[10:]))
+
+
+def test_unknown_config_is_named():
+    with pytest.raises(ValueError, match="unknown config 'huge'.*tiny"):
+        train_module.named_config("huge")
