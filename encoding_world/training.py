@@ -26,6 +26,7 @@ import math
 import os
 import pickle
 import uuid
+from collections import OrderedDict
 from pathlib import Path
 
 import torch
@@ -121,28 +122,37 @@ def _unwrap(model):
     return getattr(model, "_orig_mod", model)
 
 
-_PLAIN = (type(None), bool, int, float, complex, str, bytes, torch.Tensor, torch.Size,
-          torch.dtype, torch.device)
+# What torch.load(weights_only=True) reads back. Types are matched exactly: a NumPy
+# float64 is a subclass of float but is refused, and so is a namedtuple.
+_PLAIN_TYPES = {type(None), bool, int, float, complex, str, bytes,
+                torch.Size, torch.dtype, torch.device}
 
 
 def _check_plain(value, where: str) -> None:
     """Raise TypeError if `value` holds anything ``torch.load(weights_only=True)`` refuses."""
-    if isinstance(value, _PLAIN):
+    if isinstance(value, torch.Tensor) or type(value) in _PLAIN_TYPES:
         return
-    if isinstance(value, (list, tuple, set)):
+    if type(value) in (list, tuple, set):
         for i, item in enumerate(value):
             _check_plain(item, f"{where}[{i}]")
         return
-    if isinstance(value, dict):
+    if type(value) in (dict, OrderedDict):
         for key, item in value.items():
             _check_plain(key, f"{where} key {key!r}")
             _check_plain(item, f"{where}[{key!r}]")
         return
-    hint = " (pass dataclasses.asdict(...))" if hasattr(value, "__dataclass_fields__") else \
-        " (pass vars(...))" if hasattr(value, "_get_kwargs") else ""
+    if hasattr(value, "__dataclass_fields__"):
+        hint = " (pass dataclasses.asdict(...))"
+    elif hasattr(value, "_get_kwargs"):          # an argparse.Namespace
+        hint = " (pass vars(...))"
+    elif hasattr(value, "item") and hasattr(value, "dtype"):   # a NumPy number or array
+        hint = " (convert it: float(x), x.tolist() or torch.from_numpy(x))"
+    else:
+        hint = ""
     raise TypeError(
-        f"{where} is a {type(value).__name__}, which torch.load(weights_only=True) will refuse "
-        f"to read back; save tensors, numbers, strings, lists, tuples or dicts instead{hint}")
+        f"{where} is a {type(value).__module__}.{type(value).__name__}, which "
+        f"torch.load(weights_only=True) will refuse to read back; save tensors, numbers, "
+        f"strings, lists, tuples or dicts instead{hint}")
 
 
 def save_checkpoint(path, model, optimizer=None, step: int = 0, **extra) -> Path:
