@@ -18,6 +18,7 @@ from .data import REPO_ROOT
 NOTEBOOKS = REPO_ROOT / "notebooks"
 CHECKOUT = "/content/encoding-the-world"
 SETUP_MARKER = "# Colab set-up"
+SETUP_TAGS = ["hide-input"]  # folded away on the book's pages; it matters only in Colab
 README_START = "<!-- links: start (written by `python -m encoding_world.links`) -->"
 README_END = "<!-- links: end -->"
 
@@ -89,7 +90,7 @@ def stale_files() -> list[Path]:
     source = setup_cell_source()
     for path in sorted(NOTEBOOKS.glob("*.ipynb")):
         cell = _first_code_cell(json.loads(path.read_text(encoding="utf-8")))
-        if "".join(cell["source"]) != source:
+        if "".join(cell["source"]) != source or cell["metadata"].get("tags") != SETUP_TAGS:
             stale.append(path)
     readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
     if readme_block() not in readme:
@@ -103,12 +104,13 @@ def write_links() -> list[Path]:
     for path in sorted(NOTEBOOKS.glob("*.ipynb")):
         nb = json.loads(path.read_text(encoding="utf-8"))
         cell = _first_code_cell(nb)
-        if "".join(cell["source"]) == source:
+        if "".join(cell["source"]) == source and cell["metadata"].get("tags") == SETUP_TAGS:
             continue
         if not "".join(cell["source"]).startswith(SETUP_MARKER):
             raise ValueError(f"{path.name}: its first code cell is not the Colab set-up cell; "
                              f"insert a code cell starting with {SETUP_MARKER!r} first")
         cell["source"] = source.splitlines(keepends=True)
+        cell["metadata"]["tags"] = list(SETUP_TAGS)
         path.write_text(json.dumps(nb, ensure_ascii=False, indent=1, sort_keys=True) + "\n", encoding="utf-8")
         changed.append(path)
     readme_path = REPO_ROOT / "README.md"
