@@ -13,6 +13,7 @@ Lesson 4 builds each piece step by step and then checks it equals the version ke
 """
 import contextlib
 import os
+import warnings
 from collections.abc import Collection, Hashable, Sequence
 from pathlib import Path
 
@@ -86,7 +87,12 @@ def load_sentence_model(device=None):
         # Set before sentence-transformers (and huggingface_hub) are first imported, which
         # is when huggingface_hub reads it; local_files_only covers a later import.
         os.environ["HF_HUB_OFFLINE"] = "1"
-    from sentence_transformers import SentenceTransformer
+    with warnings.catch_warnings():
+        # Imported inside a notebook, sentence-transformers loads `tqdm.auto`, which warns
+        # on stderr when ipywidgets is missing ("IProgress not found"). That concerns
+        # widget progress bars only, and this module never shows a progress bar.
+        warnings.filterwarnings("ignore", message="IProgress not found")
+        from sentence_transformers import SentenceTransformer
 
     with _quiet_progress_bars():
         if local is not None:
@@ -117,10 +123,11 @@ def _unit_rows(vectors: np.ndarray, what: str) -> np.ndarray:
     """Rows scaled to length 1 (float32); zero or non-finite rows raise a ValueError."""
     if not np.all(np.isfinite(vectors)):
         raise ValueError(f"{what} contain NaN or infinite values")
-    norms = np.linalg.norm(vectors.astype(np.float64), axis=1, keepdims=True)
+    vectors = np.asarray(vectors, dtype=np.float32)
+    norms = np.sqrt(np.einsum("ij,ij->i", vectors, vectors))[:, None]
     if np.any(norms == 0):
         raise ValueError(f"{what} contain an all-zero vector, whose cosine similarity is undefined")
-    return (vectors / norms).astype(np.float32)
+    return vectors / norms
 
 
 class VectorIndex:
