@@ -72,20 +72,10 @@ def wikipedia_sentences(path=None, max_words: int = 1000, min_article_words: int
 
 # --------------------------------------------------------------------------- vocabulary
 
-@dataclass
-class Vocab:
-    """Words and their corpus counts, most frequent first (ties: first seen first)."""
+class _WordIndex:
+    """Lookup shared by Vocab and WordVectors: both hold `words` and `index` (word → row)."""
     words: list[str]
-    counts: np.ndarray
-    index: dict[str, int] = field(init=False, repr=False)
-
-    def __post_init__(self):
-        self.counts = np.asarray(self.counts, dtype=np.int64)
-        if len(self.words) != len(self.counts):
-            raise ValueError(f"{len(self.words)} words but {len(self.counts)} counts")
-        self.index = {w: i for i, w in enumerate(self.words)}
-        if len(self.index) != len(self.words):
-            raise ValueError("the vocabulary holds a word twice")
+    index: dict[str, int]
 
     def __len__(self) -> int:
         return len(self.words)
@@ -99,6 +89,22 @@ class Vocab:
             return self.index[word]
         except KeyError:
             raise KeyError(f"{word!r} is not in the vocabulary ({len(self)} words)") from None
+
+
+@dataclass
+class Vocab(_WordIndex):
+    """Words and their corpus counts, most frequent first (ties: first seen first)."""
+    words: list[str]
+    counts: np.ndarray
+    index: dict[str, int] = field(init=False, repr=False)
+
+    def __post_init__(self):
+        self.counts = np.asarray(self.counts, dtype=np.int64)
+        if len(self.words) != len(self.counts):
+            raise ValueError(f"{len(self.words)} words but {len(self.counts)} counts")
+        self.index = {w: i for i, w in enumerate(self.words)}
+        if len(self.index) != len(self.words):
+            raise ValueError("the vocabulary holds a word twice")
 
     def encode(self, sentences: Iterable[Sequence[str]]) -> tuple[np.ndarray, np.ndarray]:
         """All sentences as one array of word ids, and the sentence number of each id.
@@ -313,7 +319,7 @@ def train_skipgram(sentences, vocab: Vocab | None = None, *, dim: int = 50, wind
 
 # --------------------------------------------------------------------------- evaluation
 
-class WordVectors:
+class WordVectors(_WordIndex):
     """Words and unit-length vectors: the one form every evaluation below works on.
 
     Rows must be ordered most frequent word first (our `Vocab` and gensim both do this),
@@ -340,18 +346,6 @@ class WordVectors:
     def reordered(self, words: Sequence[str]) -> "WordVectors":
         """The same vectors with rows in the order of `words` (e.g. another model's vocabulary)."""
         return WordVectors(words, self.vectors[[self.id(w) for w in words]])
-
-    def __len__(self) -> int:
-        return len(self.words)
-
-    def __contains__(self, word) -> bool:
-        return word in self.index
-
-    def id(self, word: str) -> int:
-        try:
-            return self.index[word]
-        except KeyError:
-            raise KeyError(f"{word!r} is not in the vocabulary ({len(self)} words)") from None
 
     def __getitem__(self, word: str) -> np.ndarray:
         return self.vectors[self.id(word)]
