@@ -97,24 +97,13 @@ def teacher_forcing_batch(src_sentences: Sequence[Sequence[str]], tgt_sentences:
 
 
 def decoder_with_weights(decoder: Decoder, x, mask=None, memory=None, memory_mask=None):
-    """Run `decoder` exactly as its forward does, also returning every block's attention weights.
+    """Run `decoder` as its forward does, also returning every block's attention weights.
 
     Returns (output, self_weights, cross_weights): lists with one tensor per block, of
     shapes [batch, heads, tgt_len, tgt_len] and [batch, heads, tgt_len, src_len]
     (cross_weights is empty for a decoder-only stack, built with cross_attention=False).
     """
-    self_weights, cross_weights = [], []
-    for block in decoder.blocks:  # the sub-layers of TransformerBlock.forward, keeping the weights
-        attended, w = block.self_attn(block.norm1(x), mask=mask, need_weights=True)
-        x = x + block.dropout(attended)
-        self_weights.append(w)
-        if block.cross_attn is not None:
-            attended, cw = block.cross_attn(block.norm_cross(x), context=memory, mask=memory_mask,
-                                            need_weights=True)
-            x = x + block.dropout(attended)
-            cross_weights.append(cw)
-        x = x + block.dropout(block.ffn(block.norm2(x)))
-    return decoder.norm(x), self_weights, cross_weights
+    return decoder.forward_with_weights(x, mask=mask, memory=memory, memory_mask=memory_mask)
 
 
 @dataclass

@@ -46,14 +46,23 @@ class TransformerBlock(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x, mask=None, memory=None, memory_mask=None, causal: bool = False):
-        x = x + self.dropout(self.self_attn(self.norm1(x), mask=mask, causal=causal)[0])
+        return self.forward_with_weights(x, mask, memory, memory_mask, causal, need_weights=False)[0]
+
+    def forward_with_weights(self, x, mask=None, memory=None, memory_mask=None, causal: bool = False,
+                             need_weights: bool = True):
+        """forward(), also returning the self- and cross-attention weights (None where absent)."""
+        attended, self_weights = self.self_attn(self.norm1(x), mask=mask, causal=causal, need_weights=need_weights)
+        x = x + self.dropout(attended)
+        cross_weights = None
         if self.cross_attn is not None:
             if memory is None:
                 raise ValueError("this block has cross-attention: pass the encoder output as memory")
-            x = x + self.dropout(self.cross_attn(self.norm_cross(x), context=memory, mask=memory_mask)[0])
+            attended, cross_weights = self.cross_attn(self.norm_cross(x), context=memory, mask=memory_mask,
+                                                      need_weights=need_weights)
+            x = x + self.dropout(attended)
         elif memory is not None:
             raise ValueError("memory was given to a block built without cross_attention")
-        return x + self.dropout(self.ffn(self.norm2(x)))
+        return x + self.dropout(self.ffn(self.norm2(x))), self_weights, cross_weights
 
     @torch.no_grad()
     def load_from_torch(self, layer) -> "TransformerBlock":
@@ -125,3 +134,14 @@ class Decoder(nn.Module):
         for block in self.blocks:
             x = block(x, mask=mask, memory=memory, memory_mask=memory_mask)
         return self.norm(x)
+
+    def forward_with_weights(self, x, mask=None, memory=None, memory_mask=None):
+        """forward(), also returning each block's self- and cross-attention weights (lists;
+        the cross list is empty for a decoder-only stack)."""
+        self_weights, cross_weights = [], []
+        for block in self.blocks:
+            x, w, cw = block.forward_with_weights(x, mask=mask, memory=memory, memory_mask=memory_mask)
+            self_weights.append(w)
+            if cw is not None:
+                cross_weights.append(cw)
+        return self.norm(x), self_weights, cross_weights

@@ -162,3 +162,13 @@ def test_causal_flag_equals_an_explicit_causal_mask():
     assert torch.allclose(mha(x, mask=attention_mask(keys), causal=True)[0], combined, atol=1e-12)
     block = TransformerBlock(16, 4).eval()
     assert torch.allclose(block(x, causal=True), block(x, mask=causal_mask(6)), atol=1e-12)
+
+
+def test_forward_with_weights_matches_forward_and_returns_each_blocks_weights():
+    decoder = Decoder(2, 16, 4, cross_attention=True).eval()
+    x, memory, mask = torch.randn(2, 5, 16), torch.randn(2, 3, 16), causal_mask(5)
+    out, self_weights, cross_weights = decoder.forward_with_weights(x, mask=mask, memory=memory)
+    assert torch.allclose(out, decoder(x, mask=mask, memory=memory), atol=1e-12)
+    assert len(self_weights) == len(cross_weights) == 2
+    assert self_weights[0].shape == (2, 4, 5, 5) and cross_weights[0].shape == (2, 4, 5, 3)
+    assert (self_weights[1][..., ~mask] == 0).all()
