@@ -9,6 +9,9 @@ DATA_DIR = REPO_ROOT / "data"
 MAKE_COMMANDS = {
     "tang_poems.tsv": "python data/make_poetry.py",
     "song_ci.tsv": "python data/make_poetry.py",
+    "minigpt_tang.safetensors": ("python -m encoding_world.train --config cpu-full --out runs/cpu-full && "
+                                 "python -m encoding_world.pretrained runs/cpu-full/checkpoint.pt"),
+    "minigpt_tang.json": "python -m encoding_world.pretrained runs/cpu-full/checkpoint.pt",
 }
 
 

@@ -68,7 +68,7 @@ CONFIGS = {
                           checkpoint_every=100),
     # The most a 2-core CPU does in about half an hour.
     "cpu-full": TrainConfig(vocab_size=3000, block_size=64, n_layer=4, n_head=4, d_model=192, batch_size=48,
-                            max_steps=6000, learning_rate=2e-3, min_learning_rate=2e-4, warmup_steps=100,
+                            max_steps=4000, learning_rate=2e-3, min_learning_rate=2e-4, warmup_steps=100,
                             eval_every=250, eval_windows=1024, checkpoint_every=250),
     # The book's full model, trained on one GPU.
     "gpu": TrainConfig(vocab_size=3000, block_size=128, n_layer=6, n_head=6, d_model=384, dropout=0.1,
