@@ -91,7 +91,16 @@ class GPT(nn.Module):
     @torch.no_grad()
     def generate(self, token_ids, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
                  generator: torch.Generator | None = None, stop_id: int | None = None):
-        """Append up to max_new_tokens sampled tokens (greedy when temperature == 0)."""
+        """Append up to max_new_tokens sampled tokens (greedy when temperature == 0).
+
+        With stop_id, generation ends once every row has written it; rows that stopped
+        earlier keep going until then, so cut each row at its first stop_id
+        (encoding_world.decoding.completions does). Lesson 11 derives these strategies.
+        """
+        if temperature < 0:
+            raise ValueError(f"temperature must be >= 0 (0 means greedy), got {temperature}")
+        if top_k is not None and top_k < 1:
+            raise ValueError(f"top_k must be a positive number of tokens to keep, or None for all; got {top_k}")
         for _ in range(max_new_tokens):
             context = token_ids[:, -self.config.block_size:]
             logits = self(context)[0][:, -1, :].float()

@@ -45,6 +45,14 @@ def test_generate_greedy_is_deterministic_and_respects_the_window(model):
     assert torch.equal(model.generate(start, 20, top_k=5, generator=g1), model.generate(start, 20, top_k=5, generator=g2))
 
 
+def test_generate_refuses_meaningless_settings(model):
+    prompt = torch.zeros(1, 3, dtype=torch.long)
+    with pytest.raises(ValueError, match="temperature"):
+        model.generate(prompt, 2, temperature=-0.5)
+    with pytest.raises(ValueError, match="top_k"):
+        model.generate(prompt, 2, top_k=0)
+
+
 def test_too_long_input_is_refused(model):
     with pytest.raises(ValueError, match="block_size=16"):
         model(torch.zeros(1, 17, dtype=torch.long))
