@@ -72,3 +72,38 @@ def test_every_citation_exists_and_every_entry_is_cited():
 def test_every_lesson_cites_its_sources(notebook):
     text = "\n".join(c.source for c in nbformat.read(notebook, as_version=4).cells if c.cell_type == "markdown")
     assert CITE.search(text), f"{notebook.name} cites nothing from book/references.bib"
+
+
+# The terms of the source notes' own glossary (名词解释), each of which the book's glossary
+# must explain under its Chinese name.
+NOTES_GLOSSARY = ["模型", "大语言模型", "视觉语言模型", "预训练", "预训练模型", "微调", "迁移学习",
+                  "无监督学习", "监督学习", "掩码", "反向传播", "前向传播", "张量", "梯度", "自动求导",
+                  "链式法则", "深度学习框架", "偏见"]
+
+
+def _glossary_entries():
+    """{name: definition} for every English and Chinese name in book/glossary.md."""
+    text = (REPO_ROOT / "book" / "glossary.md").read_text(encoding="utf-8")
+    body = text.split(":::{glossary}", 1)[1].split("\n:::", 1)[0]
+    entries = {}
+    for block in body.strip().split("\n\n"):
+        lines = [line for line in block.splitlines() if line and not line.startswith(":")]
+        names = [line for line in lines if not line.startswith(" ")]
+        definition = " ".join(line.strip() for line in lines if line.startswith(" "))
+        for name in names:
+            entries[name] = definition
+    return entries
+
+
+def test_glossary_covers_the_notes_glossary():
+    names = _glossary_entries()
+    chinese = {name.split(",")[0].strip() for name in names}
+    missing = [term for term in NOTES_GLOSSARY if term not in chinese]
+    assert missing == [], f"terms of the notes' glossary missing from book/glossary.md: {missing}"
+
+
+def test_every_glossary_entry_names_an_existing_lesson():
+    stems = {nb.stem for nb in NOTEBOOKS}
+    for name, definition in _glossary_entries().items():
+        linked = set(re.findall(r"\{doc\}`\.\./notebooks/([^`]+)`", definition))
+        assert linked and linked <= stems, f"{name}: links {linked}"

@@ -17,6 +17,7 @@ import threading
 from pathlib import Path
 
 import pytest
+import yaml
 
 from encoding_world import links
 from encoding_world.data import REPO_ROOT
@@ -25,6 +26,28 @@ HTML = REPO_ROOT / "_build" / "html"
 LESSONS = sorted((REPO_ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+def toc_files():
+    """Every page of the table of contents, in order (file paths without suffix)."""
+    toc = yaml.safe_load((REPO_ROOT / "_toc.yml").read_text(encoding="utf-8"))
+    files = [toc["root"]]
+
+    def walk(node):
+        if isinstance(node, dict):
+            if "file" in node:
+                files.append(node["file"])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    walk(toc["parts"])
+    return files
+
+
+PROSE_PAGES = [f for f in toc_files() if not f.startswith("notebooks/")]
 
 
 def find_chromium():
@@ -147,3 +170,49 @@ def test_glossary_page(browser, site_url):
     for i in range(terms.count()):
         definition = terms.nth(i).locator("xpath=following-sibling::dd[1]")
         assert definition.locator('a[href*="notebooks/"]').count() >= 1, terms.nth(i).inner_text()
+
+
+def test_every_lessons_colab_button_opens_it_from_main(built_site):
+    """Read from the built HTML (no browser needed): the launch button of each lesson opens
+    that notebook, on the main branch, of the repository named in _config.yml."""
+    config = yaml.safe_load((REPO_ROOT / "_config.yml").read_text(encoding="utf-8"))
+    owner_repo = config["repository"]["url"].removeprefix("https://github.com/").strip("/")
+    assert config["repository"]["branch"] == "main"
+    for lesson in LESSONS:
+        page = (HTML / "notebooks" / f"{lesson.stem}.html").read_text(encoding="utf-8")
+        found = set(re.findall(r'href="(https://colab\.research\.google\.com/[^"]+)"', page))
+        expected = f"https://colab.research.google.com/github/{owner_repo}/blob/main/notebooks/{lesson.name}"
+        assert found == {expected}, f"{lesson.name}: Colab links {found}"
+
+
+def test_every_internal_link_resolves(built_site):
+    """Every relative link and image of every page names a file that the build produced."""
+    broken = []
+    for page in HTML.rglob("*.html"):
+        if "_static" in page.parts or "genindex" in page.name or "search" in page.name:
+            continue
+        text = page.read_text(encoding="utf-8")
+        for target in re.findall(r'(?:href|src)="([^"#?]+)', text):
+            if re.match(r"^[a-z]+:", target) or target.startswith("//"):
+                continue
+            if not (page.parent / target).resolve().exists():
+                broken.append(f"{page.relative_to(HTML)} -> {target}")
+    assert broken == []
+
+
+@pytest.mark.parametrize("stem", PROSE_PAGES)
+def test_prose_page(browser, site_url, stem):
+    """The introduction, part openers and reference pages load cleanly, with their figures."""
+    page, problems = open_page(browser, f"{site_url}/{stem}.html")
+    assert problems == []
+    assert page.locator("h1").count() >= 1
+    images = page.locator("article img")
+    assert all(images.nth(i).evaluate("img => img.complete && img.naturalWidth > 0")
+               for i in range(images.count()))
+    if stem == "book/intro":
+        assert page.locator('img[src$="learning_path.svg"]').count() == 1
+    if stem == "book/references":
+        entries = page.locator("div.citation")
+        assert entries.count() >= 20
+    if stem.startswith("book/part") or stem == "book/appendices":
+        assert page.locator('article a[href*="notebooks/"]').count() >= 1
