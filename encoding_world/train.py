@@ -1,6 +1,6 @@
 """Train the mini-GPT on Tang poems: `python -m encoding_world.train --config NAME`.
 
-    python -m encoding_world.train --config lesson             # ~1 minute on 2 CPU cores
+    python -m encoding_world.train --config lesson             # ~40 seconds on 2 CPU cores
     python -m encoding_world.train --config cpu-full           # ~30 minutes on 2 CPU cores
     python -m encoding_world.train --config gpu                # the book's full model, one GPU
     python -m encoding_world.train --config cpu-full --resume  # carry on after an interruption
