@@ -143,7 +143,8 @@ def test_lesson_page(browser, site_url, lesson):
     # Math: MathJax (served with the book) has typeset every formula the lesson writes.
     markdown = "".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "markdown")
     if "$" in markdown:
-        page.wait_for_selector("mjx-container svg", timeout=15_000)
+        # Attached, not visible: the first formula may sit in a folded part of the page.
+        page.wait_for_selector("mjx-container svg", state="attached", timeout=15_000)
         assert page.locator("mjx-container").count() >= 1
         assert page.locator("mjx-merror").count() == 0, "MathJax reported a formula it could not parse"
 
