@@ -67,6 +67,27 @@ def readme_block() -> str:
     return "\n".join(lines)
 
 
+def toc_files() -> list[str]:
+    """Every page of `_toc.yml`, root first, in reading order (paths without suffix)."""
+    import yaml
+
+    toc = yaml.safe_load((REPO_ROOT / "_toc.yml").read_text(encoding="utf-8"))
+    files = [toc["root"]]
+
+    def walk(node):
+        if isinstance(node, dict):
+            if "file" in node:
+                files.append(node["file"])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    walk(toc.get("parts", []))
+    return files
+
+
 def lesson_title(path: Path) -> str:
     nb = json.loads(path.read_text(encoding="utf-8"))
     for cell in nb["cells"]:

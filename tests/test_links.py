@@ -1,8 +1,6 @@
 """Every link to the repository is derived from _config.yml and up to date."""
 import json
 
-import yaml
-
 from encoding_world import links
 from encoding_world.data import REPO_ROOT
 
@@ -44,20 +42,7 @@ def test_a_bad_repository_url_is_rejected(tmp_path, monkeypatch):
 
 
 def test_every_lesson_is_in_the_table_of_contents_and_vice_versa():
-    toc = yaml.safe_load((REPO_ROOT / "_toc.yml").read_text(encoding="utf-8"))
-    files = []
-
-    def walk(node):
-        if isinstance(node, dict):
-            if "file" in node:
-                files.append(node["file"])
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, list):
-            for item in node:
-                walk(item)
-
-    walk(toc)
+    files = links.toc_files()
     in_toc = {f for f in files if f.startswith("notebooks/")}
     on_disk = {f"notebooks/{p.stem}" for p in (REPO_ROOT / "notebooks").glob("*.ipynb")}
     assert in_toc == on_disk

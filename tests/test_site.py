@@ -28,26 +28,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 
 
-def toc_files():
-    """Every page of the table of contents, in order (file paths without suffix)."""
-    toc = yaml.safe_load((REPO_ROOT / "_toc.yml").read_text(encoding="utf-8"))
-    files = [toc["root"]]
-
-    def walk(node):
-        if isinstance(node, dict):
-            if "file" in node:
-                files.append(node["file"])
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, list):
-            for item in node:
-                walk(item)
-
-    walk(toc["parts"])
-    return files
-
-
-PROSE_PAGES = [f for f in toc_files() if not f.startswith("notebooks/")]
+PROSE_PAGES = [f for f in links.toc_files() if not f.startswith("notebooks/")]
 
 
 def find_chromium():
