@@ -17,12 +17,20 @@ model starts out identical to the base. Only A and B train, and only they are sa
     merge_and_unload(model)                       # a plain model again, ΔW folded in
     combine_adapters([a, b], [0.7, 0.3])          # ΔW = 0.7·ΔW_a + 0.3·ΔW_b, exactly
 
+An embedding table E [num_embeddings, dim] is adapted the same way (LoRAEmbedding):
+E′ = E + (α/r)·B·A with A: [r, dim], B: [num_embeddings, r], so a token's vector moves by
+(α/r)·B[token]·A. When the model's output layer is tied to the embedding (the GPT's
+lm_head *is* token_embedding, lesson 10), targeting the embedding adapts both: the head
+computes h·E′ᵀ with the same A and B (TiedLoRAHead), and merging changes the one shared
+matrix, as it should.
+
 Targets are matched against module names the way PEFT matches `target_modules`: a module
 is chosen when its name equals a target or ends with "." + target. In the book's GPT the
 linear layers are blocks.{i}.self_attn.{q_proj,k_proj,v_proj,out_proj} and
-blocks.{i}.ffn.{up,down} (lm_head shares its matrix with the token embedding: see add_lora).
-The equations and initialisation follow PEFT's LoRA (`peft.tuners.lora`), and
-tests/test_lora.py checks that both give the same outputs for the same A and B.
+blocks.{i}.ffn.{up,down}; the embeddings are token_embedding and position_embedding.
+The equations follow PEFT's LoRA (`peft.tuners.lora`), and tests/test_lora.py checks that
+both give the same outputs for the same A and B (for the embedding and the tied head, on an
+untied copy of the model: PEFT's LoRA knows nothing of our GPT's tying).
 """
 from __future__ import annotations
 
@@ -32,12 +40,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
 __all__ = [
-    "LoRAError", "LoRALinear", "Adapter", "add_lora", "lora_layers", "lora_parameters",
+    "LoRAError", "LoRALinear", "LoRAEmbedding", "TiedLoRAHead", "Adapter", "add_lora", "lora_layers", "lora_parameters",
     "lora_state_dict", "get_adapter", "save_lora", "read_adapter", "load_lora", "merge_lora",
     "unmerge_lora", "merge_and_unload", "unload_lora", "combine_adapters",
 ]
@@ -49,7 +58,34 @@ class LoRAError(ValueError):
     """An adapter that does not fit the model, or a file that is not an adapter."""
 
 
-class LoRALinear(nn.Module):
+class _LoRALayer(nn.Module):
+    """What LoRALinear and LoRAEmbedding share: the update ΔW = (α/r)·B·A, merged into the
+    frozen base weight and taken out again."""
+
+    def delta_weight(self) -> torch.Tensor:
+        """ΔW = (α/r)·B·A, shaped like the base weight ([out, in] for a linear layer,
+        [num_embeddings, embedding_dim] for an embedding)."""
+        return (self.lora_B @ self.lora_A) * self.scaling
+
+    @torch.no_grad()
+    def merge(self) -> None:
+        """W ← W + ΔW: the layer becomes one matrix multiply again."""
+        if not self.merged:
+            self.base.weight += self.delta_weight()
+            self.merged = True
+
+    @torch.no_grad()
+    def unmerge(self) -> None:
+        """W ← W − ΔW (equal to the original W up to float rounding)."""
+        if self.merged:
+            self.base.weight -= self.delta_weight()
+            self.merged = False
+
+    def extra_repr(self) -> str:
+        return f"r={self.r}, alpha={self.alpha:g}, merged={self.merged}"
+
+
+class LoRALinear(_LoRALayer):
     """nn.Linear `base` (frozen) plus a trainable low-rank update (α/r)·B·A."""
 
     def __init__(self, base: nn.Linear, r: int = 8, alpha: float = 16.0, dropout: float = 0.0):
@@ -70,32 +106,85 @@ class LoRALinear(nn.Module):
         for p in self.base.parameters():
             p.requires_grad_(False)
 
-    def delta_weight(self) -> torch.Tensor:
-        """ΔW = (α/r)·B·A, shaped like the base weight [out_features, in_features]."""
-        return (self.lora_B @ self.lora_A) * self.scaling
-
     def forward(self, x):
         out = self.base(x)
         if self.merged:              # ΔW already sits inside base.weight
             return out
         return out + (self.dropout(x) @ self.lora_A.T @ self.lora_B.T) * self.scaling
 
-    @torch.no_grad()
-    def merge(self) -> None:
-        """W ← W + ΔW: the layer becomes one matrix multiply again."""
-        if not self.merged:
-            self.base.weight += self.delta_weight()
-            self.merged = True
 
-    @torch.no_grad()
-    def unmerge(self) -> None:
-        """W ← W − ΔW (equal to the original W up to float rounding)."""
+class LoRAEmbedding(_LoRALayer):
+    """nn.Embedding `base` (frozen) plus a trainable low-rank update of its table, (α/r)·B·A.
+
+    A: [r, embedding_dim], B: [num_embeddings, r]; looking up token t adds (α/r)·B[t]·A to
+    its vector. B starts at zero (ΔE = 0), A random: the same roles as in LoRALinear, so
+    that a tied output layer can use A and B as a LoRALinear would (TiedLoRAHead). PEFT
+    stores the same two matrices transposed (lora_embedding_A = Bᵀ, lora_embedding_B = Aᵀ)
+    and draws its random one from N(0, 1); we keep the Kaiming rule of the linear layers,
+    which gives the update the same scale wherever it is applied. There is no dropout on
+    this path (PEFT has none either): the input is a token id, not a vector.
+    """
+
+    def __init__(self, base: nn.Embedding, r: int = 8, alpha: float = 16.0):
+        super().__init__()
+        if not isinstance(base, nn.Embedding):
+            raise TypeError(f"LoRAEmbedding wraps an nn.Embedding, got {type(base).__name__}")
+        if not (isinstance(r, int) and r > 0):
+            raise ValueError(f"the rank r must be a positive integer, got {r!r}")
+        if base.max_norm is not None:
+            raise ValueError("LoRAEmbedding does not support an nn.Embedding with max_norm "
+                             "(the renormalisation would apply to E, not to E + ΔE)")
+        self.base = base
+        self.r, self.alpha = r, float(alpha)
+        self.scaling = self.alpha / r
+        factory = {"device": base.weight.device, "dtype": base.weight.dtype}
+        self.lora_A = nn.Parameter(torch.empty(r, base.embedding_dim, **factory))
+        self.lora_B = nn.Parameter(torch.zeros(base.num_embeddings, r, **factory))
+        nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
+        self.merged = False
+        for p in self.base.parameters():
+            p.requires_grad_(False)
+
+    def forward(self, ids):
+        out = self.base(ids)
         if self.merged:
-            self.base.weight -= self.delta_weight()
-            self.merged = False
+            return out
+        # Look up B's rows (r numbers per token), then map them to vectors with A: the
+        # full-size ΔE is never formed.
+        rows = F.embedding(ids, self.lora_B, padding_idx=self.base.padding_idx)
+        return out + (rows @ self.lora_A) * self.scaling
+
+
+class TiedLoRAHead(nn.Module):
+    """An output layer whose weight is a LoRAEmbedding's table (weight tying).
+
+    The head computes logits = h·E′ᵀ = h·Eᵀ + (α/r)·(h·Aᵀ)·Bᵀ with the embedding's own A
+    and B: one adapted matrix reads tokens in and writes them out, as the base model's one
+    matrix did. It owns no parameters (A and B are trained, saved and merged with the
+    embedding) and follows the embedding's merged state: once ΔE sits in the shared matrix,
+    adding it again would count it twice.
+    """
+
+    def __init__(self, base: nn.Linear, embedding: LoRAEmbedding):
+        super().__init__()
+        if base.weight is not embedding.base.weight:
+            raise LoRAError("TiedLoRAHead needs a linear layer whose weight is the embedding's table")
+        self.base = base
+        self._embedding = (embedding,)   # a reference, not a submodule: its A and B are counted once
+
+    @property
+    def embedding(self) -> LoRAEmbedding:
+        return self._embedding[0]
+
+    def forward(self, h):
+        out = self.base(h)
+        emb = self.embedding
+        if emb.merged:
+            return out
+        return out + (h @ emb.lora_A.T @ emb.lora_B.T) * emb.scaling
 
     def extra_repr(self) -> str:
-        return f"r={self.r}, alpha={self.alpha:g}, merged={self.merged}"
+        return "adapted with the tied embedding's A and B"
 
 
 def _matches(name: str, targets) -> bool:
@@ -109,40 +198,63 @@ def _set_module(model: nn.Module, name: str, module: nn.Module) -> None:
 
 def add_lora(model: nn.Module, targets=("q_proj", "v_proj"), r: int = 8, alpha: float = 16.0,
              dropout: float = 0.0) -> list[str]:
-    """Wrap every nn.Linear whose name matches `targets` in a LoRALinear, freeze all other
-    parameters, and return the wrapped modules' names (in model order)."""
+    """Wrap every nn.Linear and nn.Embedding whose name matches `targets` (in a LoRALinear
+    or a LoRAEmbedding), freeze all other parameters, and return the wrapped modules' names
+    in model order. `dropout` applies to the linear layers' LoRA path.
+
+    A linear layer whose weight *is* a targeted embedding's table (weight tying, like the
+    GPT's lm_head) becomes a TiedLoRAHead that applies the embedding's update as well; it
+    is not in the returned list, because it has no A and B of its own.
+    """
     if isinstance(targets, str):
         targets = (targets,)
     if lora_layers(model):
         raise LoRAError("the model already has LoRA layers: call unload_lora(model) or "
                         "merge_and_unload(model) first")
-    linears = {name: m for name, m in model.named_modules() if isinstance(m, nn.Linear)}
-    chosen = [name for name in linears if _matches(name, targets)]
+    candidates = {name: m for name, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Embedding))}
+    chosen = [name for name in candidates if _matches(name, targets)]
     if not chosen:
-        raise LoRAError(f"no nn.Linear matches targets {list(targets)}; the model's linear layers "
-                        f"are: {', '.join(linears)}")
-    # A weight shared with another module (the GPT's lm_head is the token embedding) would
-    # be changed in both places by merging: refuse it rather than corrupt the model.
+        raise LoRAError(f"no nn.Linear or nn.Embedding matches targets {list(targets)}; the model's are: "
+                        f"{', '.join(candidates)}")
+    # A weight shared between modules (the GPT's lm_head is its token embedding) must get one
+    # update seen by all of them: the embedding's. An adapter of the head's own would be
+    # merged into the shared matrix and change the embedding behind its back.
     owners = {}
     for name, m in model.named_modules():
         for pname, p in m.named_parameters(recurse=False):
             owners.setdefault(id(p), []).append(f"{name}.{pname}" if name else pname)
+    tied_heads = {}                                   # head's name -> embedding's name
     for name in chosen:
-        shared = owners[id(linears[name].weight)]
-        if len(shared) > 1:
-            raise LoRAError(f"{name}.weight is shared with {', '.join(s for s in shared if s != name + '.weight')} "
-                            f"(tied weights): merging an adapter into it would change both; leave "
-                            f"{name} out of targets")
+        shared = [o for o in owners[id(candidates[name].weight)] if o != f"{name}.weight"]
+        if not shared:
+            continue
+        if isinstance(candidates[name], nn.Linear):
+            embeddings = [o.rpartition(".")[0] for o in shared
+                          if isinstance(candidates.get(o.rpartition(".")[0]), nn.Embedding)]
+            hint = (f"target the embedding ({', '.join(embeddings)}) instead: {name} then uses its adapter"
+                    if embeddings else f"leave {name} out of targets")
+            raise LoRAError(f"{name}.weight is shared with {', '.join(shared)} (tied weights): an adapter "
+                            f"of its own would change both when merged; {hint}")
+        for other in shared:
+            head, _, pname = other.rpartition(".")
+            if pname != "weight" or not isinstance(candidates.get(head), nn.Linear):
+                raise LoRAError(f"{name}.weight is also {other}, which LoRA cannot follow; leave {name} "
+                                f"out of targets")
+            tied_heads[head] = name
     for p in model.parameters():
         p.requires_grad_(False)
     for name in chosen:
-        _set_module(model, name, LoRALinear(linears[name], r=r, alpha=alpha, dropout=dropout))
+        module = candidates[name]
+        _set_module(model, name, LoRALinear(module, r=r, alpha=alpha, dropout=dropout)
+                    if isinstance(module, nn.Linear) else LoRAEmbedding(module, r=r, alpha=alpha))
+    for head, embedding in tied_heads.items():
+        _set_module(model, head, TiedLoRAHead(candidates[head], model.get_submodule(embedding)))
     return chosen
 
 
-def lora_layers(model: nn.Module) -> dict[str, LoRALinear]:
-    """The model's LoRALinear modules by name."""
-    return {name: m for name, m in model.named_modules() if isinstance(m, LoRALinear)}
+def lora_layers(model: nn.Module) -> dict[str, LoRALinear | LoRAEmbedding]:
+    """The model's LoRA layers (those that own an A and a B) by name."""
+    return {name: m for name, m in model.named_modules() if isinstance(m, (LoRALinear, LoRAEmbedding))}
 
 
 def lora_parameters(model: nn.Module) -> list[nn.Parameter]:
@@ -228,6 +340,13 @@ def read_adapter(path) -> Adapter:
     return adapter
 
 
+def _ab_shapes(module: nn.Module, r: int) -> dict[str, tuple[int, int]]:
+    """The shapes of A and B for a LoRA of rank r on a linear layer or an embedding."""
+    if isinstance(module, nn.Embedding):
+        return {"lora_A": (r, module.embedding_dim), "lora_B": (module.num_embeddings, r)}
+    return {"lora_A": (r, module.in_features), "lora_B": (module.out_features, r)}
+
+
 def load_lora(model: nn.Module, adapter, dropout: float = 0.0) -> Adapter:
     """Put an adapter (an Adapter or a file from save_lora) into `model`.
 
@@ -249,17 +368,16 @@ def load_lora(model: nn.Module, adapter, dropout: float = 0.0) -> Adapter:
                                 f"r={adapter.r}, alpha={adapter.alpha:g}: call unload_lora(model) first")
             if layer.merged:
                 raise LoRAError(f"{name} holds a merged adapter: call unmerge_lora(model) before swapping")
-        linears = {name: layer.base for name, layer in layers.items()}
+        bases = {name: layer.base for name, layer in layers.items()}
     else:
         modules = dict(model.named_modules())
-        missing = [m for m in adapter.modules if not isinstance(modules.get(m), nn.Linear)]
+        missing = [m for m in adapter.modules if not isinstance(modules.get(m), (nn.Linear, nn.Embedding))]
         if missing:
-            raise LoRAError(f"the adapter targets modules this model has no nn.Linear for: {missing}; "
-                            f"was it trained for another model?")
-        linears = {m: modules[m] for m in adapter.modules}
-    for name, linear in linears.items():
-        want = {"lora_A": (adapter.r, linear.in_features), "lora_B": (linear.out_features, adapter.r)}
-        for key, shape in want.items():
+            raise LoRAError(f"the adapter targets modules this model has no nn.Linear or nn.Embedding for: "
+                            f"{missing}; was it trained for another model?")
+        bases = {m: modules[m] for m in adapter.modules}
+    for name, module in bases.items():
+        for key, shape in _ab_shapes(module, adapter.r).items():
             got = tuple(adapter.tensors[f"{name}.{key}"].shape)
             if got != shape:
                 raise LoRAError(f"{name}.{key} has shape {list(got)} in the adapter but this model needs "
@@ -291,6 +409,8 @@ def _unwrap(model: nn.Module, merge: bool) -> nn.Module:
         else:
             layer.unmerge()
         _set_module(model, name, layer.base)
+    for name, head in [(n, m) for n, m in model.named_modules() if isinstance(m, TiedLoRAHead)]:
+        _set_module(model, name, head.base)       # the shared matrix already holds ΔE, or not
     for p in model.parameters():
         p.requires_grad_(True)
     return model

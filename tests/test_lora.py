@@ -9,9 +9,10 @@ from safetensors.torch import save_file
 from torch import nn
 
 from encoding_world.gpt import GPT, GPTConfig
-from encoding_world.lora import (Adapter, LoRAError, LoRALinear, add_lora, combine_adapters, get_adapter,
-                                 load_lora, lora_layers, lora_parameters, lora_state_dict, merge_and_unload,
-                                 merge_lora, read_adapter, save_lora, unload_lora, unmerge_lora)
+from encoding_world.lora import (Adapter, LoRAEmbedding, LoRAError, LoRALinear, TiedLoRAHead, add_lora,
+                                 combine_adapters, get_adapter, load_lora, lora_layers, lora_parameters,
+                                 lora_state_dict, merge_and_unload, merge_lora, read_adapter, save_lora,
+                                 unload_lora, unmerge_lora)
 
 TARGETS = ("q_proj", "v_proj", "ffn.down")
 
@@ -197,10 +198,13 @@ def test_swapping_adapters(tmp_path):
 
 
 def test_errors(tmp_path):
-    with pytest.raises(LoRAError, match="no nn.Linear matches.*blocks.0.self_attn.q_proj"):
+    with pytest.raises(LoRAError, match="no nn.Linear or nn.Embedding matches.*blocks.0.self_attn.q_proj"):
         add_lora(tiny_gpt(), ("query",))
-    with pytest.raises(LoRAError, match="tied weights"):
+    # The head is the embedding's matrix: its own adapter would break the tie when merged.
+    with pytest.raises(LoRAError, match="tied weights.*target the embedding \\(token_embedding\\)"):
         add_lora(tiny_gpt(), ("lm_head",))
+    with pytest.raises(LoRAError, match="tied weights"):
+        add_lora(tiny_gpt(), ("token_embedding", "lm_head"))
     with pytest.raises(LoRAError, match="already has LoRA layers"):
         add_lora(adapted(), TARGETS)
 
@@ -235,6 +239,111 @@ def test_errors(tmp_path):
         read_adapter(tmp_path / "missing.safetensors")
     with pytest.raises(LoRAError, match="no LoRA layers"):
         get_adapter(tiny_gpt())
+
+
+# ------------------------------------------------------------------ embeddings and the tied head
+
+EMBEDDING_TARGETS = TARGETS + ("token_embedding",)
+
+
+def test_embedding_lora_forward_is_e_plus_scaled_ba():
+    torch.manual_seed(0)
+    table = nn.Embedding(40, 16)
+    layer = LoRAEmbedding(table, r=3, alpha=6)
+    ids = torch.randint(40, (4, 7))
+    assert torch.equal(layer(ids), table(ids))                 # B = 0: no change at the start
+    with torch.no_grad():
+        layer.lora_B.normal_()
+    expected = table.weight + 2.0 * layer.lora_B @ layer.lora_A
+    assert torch.allclose(layer(ids), expected[ids], atol=1e-6, rtol=0)
+    assert torch.allclose(layer.delta_weight(), expected - table.weight, atol=1e-6, rtol=0)
+    assert [n for n, p in layer.named_parameters() if p.requires_grad] == ["lora_A", "lora_B"]
+    with pytest.raises(TypeError, match="nn.Embedding"):
+        LoRAEmbedding(nn.Linear(3, 3))
+    with pytest.raises(ValueError, match="max_norm"):
+        LoRAEmbedding(nn.Embedding(5, 3, max_norm=1.0))
+
+
+def test_targeting_the_tied_embedding_adapts_the_head_with_the_same_update():
+    model = adapted(targets=EMBEDDING_TARGETS)
+    assert isinstance(model.token_embedding, LoRAEmbedding) and isinstance(model.lm_head, TiedLoRAHead)
+    assert "lm_head" not in lora_layers(model)            # no A and B of its own
+    assert sum(p.numel() for p in lora_parameters(model)) == sum(
+        p.numel() for p in model.parameters() if p.requires_grad)
+    # Reference: a plain GPT whose one shared matrix is E + ΔE, and W + ΔW elsewhere.
+    reference = tiny_gpt()
+    with torch.no_grad():
+        for name, layer in lora_layers(model).items():
+            reference.get_submodule(name).weight += layer.delta_weight()
+    assert reference.lm_head.weight is reference.token_embedding.weight
+    assert torch.allclose(logits(model), logits(reference), atol=1e-5, rtol=0)
+    # Merging writes ΔE once into the shared matrix; the head must not add it a second time.
+    unmerged = logits(model)
+    merge_lora(model)
+    assert torch.allclose(logits(model), unmerged, atol=1e-5, rtol=0)
+    unmerge_lora(model)
+    assert torch.allclose(logits(model), unmerged, atol=1e-6, rtol=0)
+    plain = merge_and_unload(copy.deepcopy(model))
+    assert type(plain.lm_head) is nn.Linear and plain.lm_head.weight is plain.token_embedding.weight
+    assert torch.allclose(logits(plain), unmerged, atol=1e-5, rtol=0)
+    restored = unload_lora(model)                  # merged and unmerged once: equal up to rounding
+    assert type(restored.lm_head) is nn.Linear and type(restored.token_embedding) is nn.Embedding
+    assert restored.lm_head.weight is restored.token_embedding.weight
+    assert torch.allclose(logits(restored), logits(tiny_gpt()), atol=1e-6, rtol=0)
+
+
+def test_a_deep_copy_keeps_the_head_tied_to_its_own_embedding():
+    model = adapted(targets=EMBEDDING_TARGETS)
+    twin = copy.deepcopy(model)
+    assert twin.lm_head.embedding is twin.token_embedding is not model.token_embedding
+    with torch.no_grad():
+        twin.token_embedding.lora_B.zero_()
+        for layer in lora_layers(twin).values():
+            layer.lora_B.zero_()
+    assert torch.equal(logits(twin), logits(tiny_gpt()))  # both halves follow the copy's B
+    assert not torch.equal(logits(model), logits(twin))
+
+
+def test_gradients_reach_the_embedding_adapter_from_both_ends():
+    model = tiny_gpt()
+    add_lora(model, ("token_embedding",), r=2, alpha=4)
+    with torch.no_grad():
+        model.token_embedding.lora_B.normal_()
+    x = tokens()
+    model(x, x)[1].backward()
+    grad_b = model.token_embedding.lora_B.grad
+    # Through the head every row of B gets a gradient, not only the rows of tokens in x.
+    unused = sorted(set(range(40)) - set(x.flatten().tolist()))
+    assert unused and grad_b[unused].abs().sum(dim=1).min() > 0
+    assert model.token_embedding.base.weight.grad is None
+
+
+def test_untied_embeddings_are_adapted_alone():
+    model = tiny_gpt()
+    wrapped = add_lora(model, ("position_embedding",), r=2, alpha=4)
+    assert wrapped == ["position_embedding"] and type(model.lm_head) is nn.Linear
+    assert isinstance(model.position_embedding, LoRAEmbedding)
+
+
+def test_embedding_adapters_save_load_and_mix(tmp_path):
+    a_model = adapted(targets=EMBEDDING_TARGETS, seed=2)
+    path = save_lora(a_model, tmp_path / "a.safetensors")
+    adapter = read_adapter(path)
+    assert adapter.modules[0] == "token_embedding"
+    assert adapter.tensors["token_embedding.lora_B"].shape == (40, 4)
+    fresh = tiny_gpt()
+    load_lora(fresh, path)
+    assert isinstance(fresh.lm_head, TiedLoRAHead)
+    assert torch.equal(logits(fresh), logits(a_model))
+    b = get_adapter(adapted(targets=EMBEDDING_TARGETS, seed=3))
+    mix = combine_adapters([adapter, b], [0.7, 0.3])
+    assert torch.allclose(mix.delta_weight("token_embedding"),
+                          0.7 * adapter.delta_weight("token_embedding") + 0.3 * b.delta_weight("token_embedding"),
+                          atol=1e-6, rtol=0)
+    small = tiny_gpt()
+    small.token_embedding = nn.Embedding(30, 32)
+    with pytest.raises(LoRAError, match="token_embedding.lora_B has shape \\[40, 4\\].*another size"):
+        load_lora(small, path)
 
 
 # ------------------------------------------------------------------ mixing adapters
@@ -315,4 +424,31 @@ def test_same_outputs_as_peft_on_the_gpt_and_cat_mixing():
     peft_model.set_adapter("mix")
     ours = tiny_gpt()
     load_lora(ours, combine_adapters([get_adapter(a_model), get_adapter(b_model)], [0.7, 0.3]))
+    assert torch.allclose(logits(peft_model), logits(ours), atol=1e-6, rtol=0)
+
+
+
+def test_same_outputs_as_peft_for_the_embedding_and_the_head_on_an_untied_copy():
+    # PEFT's LoRA knows nothing of our GPT's tying: untie a copy (same matrix, two tensors),
+    # give PEFT's embedding LoRA and its head LoRA our A and B, and compare whole models.
+    from peft import LoraConfig, get_peft_model
+    ours = adapted(targets=EMBEDDING_TARGETS, seed=2)
+    untied = tiny_gpt()
+    untied.lm_head.weight = nn.Parameter(untied.token_embedding.weight.detach().clone())
+    config = LoraConfig(r=4, lora_alpha=8, target_modules=list(EMBEDDING_TARGETS) + ["lm_head"])
+    peft_model = get_peft_model(untied, config)
+    inner = peft_model.base_model.model
+    emb = ours.token_embedding
+    with torch.no_grad():
+        for name, layer in lora_layers(ours).items():
+            if name == "token_embedding":   # PEFT stores the embedding's pair transposed
+                inner.token_embedding.lora_embedding_A["default"].copy_(emb.lora_B.T)
+                inner.token_embedding.lora_embedding_B["default"].copy_(emb.lora_A.T)
+            else:
+                inner.get_submodule(name).lora_A["default"].weight.copy_(layer.lora_A)
+                inner.get_submodule(name).lora_B["default"].weight.copy_(layer.lora_B)
+        inner.lm_head.lora_A["default"].weight.copy_(emb.lora_A)
+        inner.lm_head.lora_B["default"].weight.copy_(emb.lora_B)
+    peft_model.eval()
+    assert torch.allclose(inner.token_embedding.get_delta_weight("default"), emb.delta_weight(), atol=1e-6, rtol=0)
     assert torch.allclose(logits(peft_model), logits(ours), atol=1e-6, rtol=0)
