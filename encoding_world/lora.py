@@ -59,8 +59,24 @@ class LoRAError(ValueError):
 
 
 class _LoRALayer(nn.Module):
-    """What LoRALinear and LoRAEmbedding share: the update ΔW = (α/r)·B·A, merged into the
-    frozen base weight and taken out again."""
+    """What LoRALinear and LoRAEmbedding share: a frozen base whose weight has `rows` × `cols`
+    entries, A: [r, cols] drawn at random, B: [rows, r] at zero, and the update
+    ΔW = (α/r)·B·A, merged into the base weight and taken out again."""
+
+    def __init__(self, base: nn.Module, r: int, alpha: float, rows: int, cols: int):
+        super().__init__()
+        if not (isinstance(r, int) and r > 0):
+            raise ValueError(f"the rank r must be a positive integer, got {r!r}")
+        self.base = base
+        self.r, self.alpha = r, float(alpha)
+        self.scaling = self.alpha / r
+        factory = {"device": base.weight.device, "dtype": base.weight.dtype}
+        self.lora_A = nn.Parameter(torch.empty(r, cols, **factory))
+        self.lora_B = nn.Parameter(torch.zeros(rows, r, **factory))
+        nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))   # as nn.Linear and PEFT's linear LoRA do
+        self.merged = False
+        for p in self.base.parameters():
+            p.requires_grad_(False)
 
     def delta_weight(self) -> torch.Tensor:
         """ΔW = (α/r)·B·A, shaped like the base weight ([out, in] for a linear layer,
@@ -89,22 +105,10 @@ class LoRALinear(_LoRALayer):
     """nn.Linear `base` (frozen) plus a trainable low-rank update (α/r)·B·A."""
 
     def __init__(self, base: nn.Linear, r: int = 8, alpha: float = 16.0, dropout: float = 0.0):
-        super().__init__()
         if not isinstance(base, nn.Linear):
             raise TypeError(f"LoRALinear wraps an nn.Linear, got {type(base).__name__}")
-        if not (isinstance(r, int) and r > 0):
-            raise ValueError(f"the rank r must be a positive integer, got {r!r}")
-        self.base = base
-        self.r, self.alpha = r, float(alpha)
-        self.scaling = self.alpha / r
-        factory = {"device": base.weight.device, "dtype": base.weight.dtype}
-        self.lora_A = nn.Parameter(torch.empty(r, base.in_features, **factory))
-        self.lora_B = nn.Parameter(torch.zeros(base.out_features, r, **factory))
-        nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))   # as nn.Linear and PEFT do
+        super().__init__(base, r, alpha, rows=base.out_features, cols=base.in_features)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-        self.merged = False
-        for p in self.base.parameters():
-            p.requires_grad_(False)
 
     def forward(self, x):
         out = self.base(x)
@@ -126,24 +130,12 @@ class LoRAEmbedding(_LoRALayer):
     """
 
     def __init__(self, base: nn.Embedding, r: int = 8, alpha: float = 16.0):
-        super().__init__()
         if not isinstance(base, nn.Embedding):
             raise TypeError(f"LoRAEmbedding wraps an nn.Embedding, got {type(base).__name__}")
-        if not (isinstance(r, int) and r > 0):
-            raise ValueError(f"the rank r must be a positive integer, got {r!r}")
         if base.max_norm is not None:
             raise ValueError("LoRAEmbedding does not support an nn.Embedding with max_norm "
                              "(the renormalisation would apply to E, not to E + ΔE)")
-        self.base = base
-        self.r, self.alpha = r, float(alpha)
-        self.scaling = self.alpha / r
-        factory = {"device": base.weight.device, "dtype": base.weight.dtype}
-        self.lora_A = nn.Parameter(torch.empty(r, base.embedding_dim, **factory))
-        self.lora_B = nn.Parameter(torch.zeros(base.num_embeddings, r, **factory))
-        nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
-        self.merged = False
-        for p in self.base.parameters():
-            p.requires_grad_(False)
+        super().__init__(base, r, alpha, rows=base.num_embeddings, cols=base.embedding_dim)
 
     def forward(self, ids):
         out = self.base(ids)
