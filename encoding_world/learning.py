@@ -114,6 +114,27 @@ class BanditRun:
     counts: np.ndarray      # how often each arm was pulled, [runs, n_arms]
 
 
+def _play(means, steps: int, runs: int, pull) -> BanditRun:
+    """Play `runs` independent copies of a Bernoulli bandit whose arm a pays 1 with
+    probability means[a], for `steps` pulls each. At step t, pull(t, estimates, counts)
+    makes the policy's random draws, in the policy's own order, and returns the arm each run
+    pulls and each run's reward coin. Each arm's estimate is the running mean of its
+    rewards: Q ← Q + (r − Q) / n."""
+    means = np.asarray(means, dtype=float)
+    rows = np.arange(runs)
+    estimates = np.zeros((runs, len(means)))
+    counts = np.zeros((runs, len(means)), dtype=int)
+    arms = np.empty((runs, steps), dtype=int)
+    rewards = np.empty((runs, steps))
+    for t in range(steps):
+        arm, coin = pull(t, estimates, counts)
+        reward = (coin < means[arm]).astype(float)
+        counts[rows, arm] += 1
+        estimates[rows, arm] += (reward - estimates[rows, arm]) / counts[rows, arm]
+        arms[:, t], rewards[:, t] = arm, reward
+    return BanditRun(arms, rewards, estimates, counts)
+
+
 def epsilon_greedy(means, steps: int, epsilon: float, rng: np.random.Generator, runs: int = 1) -> BanditRun:
     """Play `runs` independent copies of a Bernoulli bandit whose arm a pays 1 with
     probability means[a], for `steps` pulls each.
@@ -124,23 +145,15 @@ def epsilon_greedy(means, steps: int, epsilon: float, rng: np.random.Generator, 
     Every step draws, in this order, one exploration coin, one random arm and one reward
     coin per run (all three even when unused), so a run repeats exactly from its seed.
     """
-    means = np.asarray(means, dtype=float)
     n_arms = len(means)
-    rows = np.arange(runs)
-    estimates = np.zeros((runs, n_arms))
-    counts = np.zeros((runs, n_arms), dtype=int)
-    arms = np.empty((runs, steps), dtype=int)
-    rewards = np.empty((runs, steps))
-    for t in range(steps):
+
+    def pull(t, estimates, counts):
         explore = rng.random(runs) < epsilon
         random_arm = rng.integers(n_arms, size=runs)
         coin = rng.random(runs)
-        arm = np.where(explore, random_arm, estimates.argmax(axis=1))
-        reward = (coin < means[arm]).astype(float)
-        counts[rows, arm] += 1
-        estimates[rows, arm] += (reward - estimates[rows, arm]) / counts[rows, arm]
-        arms[:, t], rewards[:, t] = arm, reward
-    return BanditRun(arms, rewards, estimates, counts)
+        return np.where(explore, random_arm, estimates.argmax(axis=1)), coin
+
+    return _play(means, steps, runs, pull)
 
 
 def ucb1(means, steps: int, rng: np.random.Generator, runs: int = 1, c: float = 2.0) -> BanditRun:
@@ -148,24 +161,15 @@ def ucb1(means, steps: int, rng: np.random.Generator, runs: int = 1, c: float = 
     with the largest  Q_a + sqrt(c · ln t / n_a)  (t = pulls so far), its average reward
     plus a bonus that is large for arms tried rarely: optimism about the uncertain arms
     replaces coin flips. Draws one reward coin per run and step."""
-    means = np.asarray(means, dtype=float)
     n_arms = len(means)
-    rows = np.arange(runs)
-    estimates = np.zeros((runs, n_arms))
-    counts = np.zeros((runs, n_arms), dtype=int)
-    arms = np.empty((runs, steps), dtype=int)
-    rewards = np.empty((runs, steps))
-    for t in range(steps):
+
+    def pull(t, estimates, counts):
         coin = rng.random(runs)
         if t < n_arms:
-            arm = np.full(runs, t)
-        else:
-            arm = (estimates + np.sqrt(c * np.log(t) / counts)).argmax(axis=1)
-        reward = (coin < means[arm]).astype(float)
-        counts[rows, arm] += 1
-        estimates[rows, arm] += (reward - estimates[rows, arm]) / counts[rows, arm]
-        arms[:, t], rewards[:, t] = arm, reward
-    return BanditRun(arms, rewards, estimates, counts)
+            return np.full(runs, t), coin
+        return (estimates + np.sqrt(c * np.log(t) / counts)).argmax(axis=1), coin
+
+    return _play(means, steps, runs, pull)
 
 
 def regret(means, arms) -> np.ndarray:
