@@ -1,4 +1,4 @@
-"""Seeds and devices: the two things every lesson sets before it computes anything."""
+"""Seeds, devices and precision: what every lesson sets before it computes anything."""
 import os
 import random
 
@@ -47,3 +47,58 @@ def get_device(prefer: str | None = None):
     if torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+# Set to bf16 or fp16 to run every autocast region in that precision on any device, the CPU
+# included, so that a GPU's rounding can be rehearsed on a laptop; "off" keeps float32 everywhere.
+AUTOCAST_ENV = "ENCODING_WORLD_AUTOCAST"
+_AUTOCAST_CHOICES = {"bf16": "bfloat16", "fp16": "float16", "off": None}
+
+
+def autocast_dtype(device):
+    """The reduced precision the model is trained in on `device`, or None for float32.
+
+    CUDA: bfloat16 where the GPU computes it natively (compute capability 8.0 and newer:
+    A100, H100, RTX 30xx and later), float16 on older GPUs (Colab's T4), which then needs a
+    gradient scaler (`grad_scaler`). The CPU and Apple's MPS: float32. The environment
+    variable ENCODING_WORLD_AUTOCAST (bf16, fp16 or off) overrides this on every device.
+    """
+    import torch
+
+    device = torch.device(device)
+    choice = os.environ.get(AUTOCAST_ENV, "").strip().lower()
+    if choice:
+        if choice not in _AUTOCAST_CHOICES:
+            raise ValueError(f"{AUTOCAST_ENV}={choice!r}: use one of {', '.join(_AUTOCAST_CHOICES)} "
+                             f"(or unset it to choose by device)")
+        name = _AUTOCAST_CHOICES[choice]
+        return None if name is None else getattr(torch, name)
+    if device.type == "cuda":
+        # Native bf16 (no emulation): compute capability 8.0+, or an AMD GPU under ROCm.
+        return torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16
+    return None
+
+
+def autocast(device):
+    """The context that runs a forward pass in `autocast_dtype(device)` (a no-op for float32)."""
+    import torch
+
+    device = torch.device(device)
+    dtype = autocast_dtype(device)
+    if dtype is None:
+        return torch.autocast(device.type, enabled=False)
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def grad_scaler(device):
+    """A gradient scaler, enabled only where training runs in float16.
+
+    float16 cannot hold gradients below about 6e-8 (they become zero) or above 65504 (they
+    become infinite); the scaler multiplies the loss before `backward` and divides the
+    gradients again before the optimizer's step, skipping a step whose gradients overflowed.
+    bfloat16 has float32's range and needs none.
+    """
+    import torch
+
+    device = torch.device(device)
+    return torch.amp.GradScaler(device.type, enabled=autocast_dtype(device) == torch.float16)

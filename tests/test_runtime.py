@@ -35,3 +35,28 @@ def test_get_device_rejects_unknown_or_absent(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(RuntimeError, match="not available here"):
         ew.get_device("cuda")
+
+
+def test_autocast_precision_by_device_and_switch(monkeypatch):
+    monkeypatch.delenv("ENCODING_WORLD_AUTOCAST", raising=False)
+    assert ew.runtime.autocast_dtype("cpu") is None and ew.runtime.autocast_dtype("mps") is None
+    # CUDA: bf16 only where the GPU has it natively (compute capability 8.0+), else float16.
+    for native, expected in ((True, torch.bfloat16), (False, torch.float16)):
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True, n=native: n)
+        assert ew.runtime.autocast_dtype("cuda") == expected
+    for value, expected in (("bf16", torch.bfloat16), ("fp16", torch.float16), ("off", None), (" BF16 ", torch.bfloat16)):
+        monkeypatch.setenv("ENCODING_WORLD_AUTOCAST", value)
+        assert ew.runtime.autocast_dtype("cpu") == expected == ew.runtime.autocast_dtype("cuda")
+    monkeypatch.setenv("ENCODING_WORLD_AUTOCAST", "fp8")
+    with pytest.raises(ValueError, match="ENCODING_WORLD_AUTOCAST='fp8'.*bf16, fp16, off"):
+        ew.runtime.autocast_dtype("cpu")
+
+
+def test_autocast_context_and_scaler_follow_the_precision(monkeypatch):
+    layer, x = torch.nn.Linear(4, 4), torch.randn(2, 4)
+    for value, dtype, scaled in (("off", torch.float32, False), ("bf16", torch.bfloat16, False),
+                                 ("fp16", torch.float16, True)):
+        monkeypatch.setenv("ENCODING_WORLD_AUTOCAST", value)
+        with ew.runtime.autocast("cpu"):
+            assert layer(x).dtype == dtype
+        assert ew.runtime.grad_scaler("cpu").is_enabled() == scaled

@@ -1,5 +1,6 @@
 """The training command: a run killed mid-way and resumed ends exactly like an uninterrupted one."""
 import json
+import math
 import signal
 import subprocess
 import sys
@@ -86,3 +87,26 @@ def test_learning_rate_schedule():
 def test_unknown_config_is_named():
     with pytest.raises(ValueError, match="unknown config 'huge'.*tiny"):
         train_module.named_config("huge")
+
+
+def test_float16_training_with_a_scaler_resumes_exactly(tmp_path, monkeypatch):
+    # The path of a GPU without bf16 (Colab's T4), rehearsed on the CPU: float16 autocast and
+    # a gradient scaler whose state is saved with the checkpoint and restored on resume.
+    monkeypatch.setenv("ENCODING_WORLD_AUTOCAST", "fp16")
+    config = train_module.dataclasses.replace(train_module.CONFIGS["tiny"], max_steps=20, eval_every=10,
+                                              checkpoint_every=10)
+    _, _, straight = train_module.train(config, tmp_path / "straight", device="cpu")
+    saved = torch.load(tmp_path / "straight" / "checkpoint.pt", weights_only=True)["extra"]
+    assert saved["grad_scaler"]["scale"] > 0 and all(map(math.isfinite, straight["val_loss"]))
+
+    class Cut(Exception):
+        pass
+
+    def cut_at_15(message):                     # train() logs "step N train loss ..." every step
+        if message.startswith("step 15 "):
+            raise Cut
+    with pytest.raises(Cut):
+        train_module.train(config, tmp_path / "cut", device="cpu", log_every=1, log=cut_at_15)
+    assert torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=True)["step"] == 10
+    _, _, resumed = train_module.train(config, tmp_path / "cut", resume=True, device="cpu", log=lambda _: None)
+    assert resumed["val_loss"] == straight["val_loss"]
