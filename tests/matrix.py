@@ -44,7 +44,7 @@ PROFILES = {
     "mkl-sse42": ({"MKL_ENABLE_INSTRUCTIONS": "SSE4_2"}, "MKL's SSE4.2 matrix products (older x86)"),
     "onednn-avx2": ({"ONEDNN_MAX_CPU_ISA": "AVX2"}, "oneDNN limited to AVX2"),
     "openblas-haswell": ({"OPENBLAS_CORETYPE": "Haswell"}, "OpenBLAS (NumPy, SciPy, gensim) with AVX2 kernels"),
-    "openblas-prescott": ({"OPENBLAS_CORETYPE": "Prescott"}, "OpenBLAS with SSE3 kernels (generic x86)"),
+    "openblas-sandybridge": ({"OPENBLAS_CORETYPE": "SandyBridge"}, "OpenBLAS with AVX kernels (x86 of 2011-2013)"),
     "threads-1": (_threads(1), "one thread"),
     "threads-4": (_threads(4), "four threads"),
     # Everything another common laptop changes at once: an AVX2 CPU with one thread.
