@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checks import check_tensor, show
+from .checks import check_int, check_tensor, show
 from .masks import causal_mask
 
 
@@ -125,6 +125,7 @@ class MultiHeadAttention(nn.Module):
 
 def sinusoidal_positional_encoding(max_len: int, d_model: int) -> torch.Tensor:
     """[max_len, d_model]: PE[pos, 2i] = sin(pos / 10000^(2i/d)), PE[pos, 2i+1] = cos(same)."""
+    check_int("max_len", max_len, low=1)
     if d_model % 2:
         raise ValueError(f"d_model must be even for sine/cosine pairs, got {d_model}")
     position = torch.arange(max_len, dtype=torch.float64)[:, None]

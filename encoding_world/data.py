@@ -112,8 +112,8 @@ def _verify_corpus(path: Path, name: str, raw: bytes, poems: int) -> None:
     if found != expected:
         differences = []
         if poems != expected_poems:
-            differences.append(f"it holds {poems:,} poems, the book's file {expected_poems:,} "
-                               f"(cut short or added to?)")
+            differences.append(f"it holds {poems:,} poems where the book's holds {expected_poems:,}: "
+                               f"cut short, or added to")
         if b"\r\n" in raw:
             differences.append("it has Windows line ends (CRLF), the book's file has LF")
         detail = "; ".join(differences) or "a character was changed"

@@ -239,8 +239,10 @@ def read_checkpoint(path, map_location="cpu") -> dict:
     """
     path = Path(path)
     if path.is_dir():
-        raise CheckpointError(f"{path} is a folder, not a checkpoint file: give the path of the "
-                              f"checkpoint inside it (e.g. {path / 'checkpoint.pt'})")
+        inside = path / "checkpoint.pt"
+        raise CheckpointError(f"{path} is a folder, not a checkpoint file: " + (
+            f"give the path of the checkpoint inside it, {inside}" if inside.is_file() else
+            "give the path of a checkpoint file (if the folder is in the way, move it elsewhere)"))
     if not path.is_file():
         raise FileNotFoundError(
             f"no checkpoint at {path}: check the path, or train the model and save one "

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .checks import check_number
+from .checks import check_int, check_number
 
 # The English text shipped inside gensim: a shortened dump of English Wikipedia.
 WIKI_DUMP = "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
@@ -272,8 +272,8 @@ def train_skipgram(sentences, vocab: Vocab | None = None, *, dim: int = 50, wind
     previous setting is restored afterwards): 1 makes a fair words/s comparison with
     gensim run with `workers=1`, and avoids threads fighting over a busy machine.
     """
-    if epochs < 1 or negative < 1 or batch_size < 1 or dim < 1:
-        raise ValueError("epochs, negative, batch_size and dim must all be at least 1")
+    for name, value in (("epochs", epochs), ("negative", negative), ("batch_size", batch_size), ("dim", dim)):
+        check_int(name, value, low=1)
     check_number("lr", lr, low=0, low_open=True)
     if vocab is None:
         vocab = build_vocab(sentences, min_count)
@@ -282,12 +282,13 @@ def train_skipgram(sentences, vocab: Vocab | None = None, *, dim: int = 50, wind
     torch.manual_seed(seed)
 
     ids, sentence_ids = vocab.encode(sentences)
+    if len(ids) == 0 and not isinstance(sentences, Sequence):
+        raise ValueError("sentences gave no words to train on: it is an iterator, and build_vocab used it up; "
+                         "pass a list of sentences")
     if not np.any(sentence_ids[1:] == sentence_ids[:-1]):
-        hint = (" (`sentences` is an iterator that build_vocab used up: pass a list)" if len(ids) == 0
-                and not isinstance(sentences, Sequence) else "")
         raise ValueError(f"no sentence has two words of the vocabulary ({len(vocab)} words, {len(ids)} "
-                         f"occurrences in the text{hint}), so there is no (center, context) pair to learn "
-                         f"from: give sentences of several words, more text, or a lower min_count")
+                         f"occurrences in the text), so there is no (center, context) pair to learn from: "
+                         f"give sentences of several words, more text, or a lower min_count")
     keep = keep_probabilities(vocab.counts, sample)
     table = unigram_table(noise_distribution(vocab.counts))
     model = SkipGramNS(len(vocab), dim).to(device)
