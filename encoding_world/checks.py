@@ -140,8 +140,8 @@ def check_output_folder(folder, option: str = "--out", need_bytes: int = 0) -> P
     for parent in (folder, *folder.parents):
         if parent.exists():
             if not parent.is_dir():
-                what = "" if parent == folder else f" (inside {parent})"
-                raise NotADirectoryError(f"{option} {folder} is not a folder: {parent} is a file{what}; "
+                where = "" if parent == folder else ", on its path,"
+                raise NotADirectoryError(f"{option} {folder} is not a folder: {parent}{where} is a file; "
                                          f"choose another {option}")
             break
     try:

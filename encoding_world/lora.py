@@ -312,6 +312,7 @@ def save_lora(model_or_adapter, path, **info: str) -> Path:
     """Write only the adapter (A and B of every LoRA layer) as safetensors, with r, alpha,
     the module names and the targets in the file's metadata (plus any text in `info`)."""
     adapter = model_or_adapter if isinstance(model_or_adapter, Adapter) else get_adapter(model_or_adapter)
+    _check_values(adapter)           # a diverged adapter would only be refused when loaded
     metadata = {"format": FORMAT, "r": str(adapter.r), "alpha": repr(adapter.alpha),
                 "modules": json.dumps(adapter.modules), "targets": json.dumps(adapter.targets),
                 **adapter.info, **{k: str(v) for k, v in info.items()}}

@@ -48,7 +48,8 @@ def load_pretrained(device=None) -> tuple[GPT, lm_data.CharVocab]:
     """The pretrained GPT (in eval mode, on `device`, default CPU) and its vocabulary.
 
     The weights file must have the SHA-256 its model card records (about 15 ms to check),
-    and hold finite numbers; otherwise a CheckpointError names the file and how to restore it.
+    and hold finite numbers; otherwise a CheckpointError names the file and how to restore it
+    (a DataError, for a card that is missing its checksum or is not JSON).
     """
     card = model_card()
     path = data_path(WEIGHTS)
@@ -60,8 +61,8 @@ def load_pretrained(device=None) -> tuple[GPT, lm_data.CharVocab]:
     if found != expected:
         raise CheckpointError(
             f"{path} is not the model its card describes: its SHA-256 is {found[:12]}…, {CARD} records "
-            f"{expected[:12]}…. The file was damaged, or replaced without its card; "
-            f"{restore_hint(WEIGHTS)} (which rewrites the card too)")
+            f"{expected[:12]}…. The file was damaged, or replaced without its card (an export writes both); "
+            f"{restore_hint(WEIGHTS)}")
     try:
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}
@@ -76,8 +77,11 @@ def load_pretrained(device=None) -> tuple[GPT, lm_data.CharVocab]:
     if set(missing) - {"lm_head.weight", "token_embedding.weight"} or unexpected:
         raise CheckpointError(f"{path} does not fit the model: missing {missing}, unexpected {unexpected}; "
                               f"{restore_hint(WEIGHTS)}")
-    for name, tensor in model.state_dict().items():
-        check_finite(f"{path}: {name}", tensor, restore_hint(WEIGHTS))
+    try:
+        for name, tensor in model.state_dict().items():
+            check_finite(f"{path}: {name}", tensor, restore_hint(WEIGHTS))
+    except ValueError as err:
+        raise CheckpointError(str(err)) from None
     model.eval()
     return model.to(device or "cpu"), vocab
 

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import zipfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -165,7 +166,7 @@ def test_a_damaged_pretrained_model_is_detected(tmp_path, monkeypatch):
     card = json.loads((tmp_path / pretrained.CARD).read_text(encoding="utf-8"))
     card["weights_sha256"] = data_module.sha256(weights)
     (tmp_path / pretrained.CARD).write_text(json.dumps(card), encoding="utf-8")
-    with pytest.raises(ValueError, match=r"blocks.0.ffn.up.weight holds 1 NaN value.*git checkout"):
+    with pytest.raises(CheckpointError, match=r"blocks.0.ffn.up.weight holds 1 NaN value.*git checkout"):
         pretrained.load_pretrained()
 
 
@@ -415,10 +416,16 @@ def test_a_failed_add_lora_changes_nothing():
     assert not lora.lora_layers(model) and all(p.requires_grad for p in model.parameters())
 
 
-def test_an_adapter_file_with_nan_or_broken_metadata_is_refused(tmp_path):
-    path = lora.save_lora(adapter(poison=True), tmp_path / "nan.safetensors")
+def test_an_adapter_with_nan_or_broken_metadata_is_refused(tmp_path):
+    poisoned = adapter(poison=True)
+    with pytest.raises(lora.LoRAError, match="lora_A holds 1 NaN value"):
+        lora.save_lora(poisoned, tmp_path / "refused.safetensors")
+    assert not (tmp_path / "refused.safetensors").exists()
+    metadata = {"format": lora.FORMAT, "r": "2", "alpha": "4.0", "modules": json.dumps(poisoned.modules),
+                "targets": "[]"}
+    save_file(poisoned.tensors, str(tmp_path / "nan.safetensors"), metadata=metadata)   # as a damaged copy would be
     with pytest.raises(lora.LoRAError, match=r"nan.safetensors: .*lora_A holds 1 NaN value.*restore the file"):
-        lora.read_adapter(path)
+        lora.read_adapter(tmp_path / "nan.safetensors")
     good = adapter()
     save_file({k: v.contiguous() for k, v in good.tensors.items()}, str(tmp_path / "meta.safetensors"),
               metadata={"format": lora.FORMAT, "r": "two", "alpha": "4", "modules": "[]", "targets": "[]"})
@@ -549,7 +556,7 @@ ARGPARSE = "argparse"    # the error comes from the command line parser (usage l
     (["--resume", "--overwrite"], ["argument --overwrite: not allowed with argument --resume"]),
     (["--extend", "--overwrite"], ["--extend continues a run and --overwrite starts it over: choose one"]),
     (["--out", "{file}"], [r"--out .*afile is not a folder: .*afile is a file; choose another --out"]),
-    (["--out", "{file}/run"], [r"--out .*afile/run is not a folder: .*afile is a file \(inside"]),
+    (["--out", "{file}/run"], [r"--out .*afile/run is not a folder: .*afile, on its path, is a file; choose"]),
     (["--out", "{empty}", "--resume"], [r"no checkpoint at .*checkpoint.pt; start without --resume"]),
     (["--out", "{random}", "--resume"], [r"truncated or corrupt .*it does not begin like a zip archive", "earlier checkpoint"]),
     (["--out", "{folder}", "--resume"], [r"checkpoint.pt is a folder, not a checkpoint file"]),
@@ -594,7 +601,7 @@ def test_an_output_folder_that_cannot_be_written_is_refused_before_training(tmp_
     assert code == 2 and "(No space left on device): free some space on its disk" in err
     monkeypatch.undo()
     monkeypatch.setattr(train, "load_data", lambda config: pytest.fail("data loaded before --out was checked"))
-    monkeypatch.setattr(checks.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9 - 1000, 1000))
+    monkeypatch.setattr(checks.shutil, "disk_usage", lambda path: SimpleNamespace(total=10**9, used=10**9, free=1000))
     code, _, err = run(train.main, [*TINY, "--out", tmp_path / "small"], capsys)
     assert code == 2 and "only 0.0 MB are free on its disk and this needs about" in err
 
