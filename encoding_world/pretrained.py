@@ -29,7 +29,8 @@ from .checks import check_finite, check_output_folder
 from .data import DATA_DIR, DataError, data_path, restore_hint, sha256
 from .gpt import GPT, GPTConfig
 from .train import TrainConfig, evaluate, load_data
-from .training import CheckpointError, load_checkpoint, read_checkpoint, write_atomically
+from .training import (CheckpointError, load_checkpoint, read_checkpoint, remove_leftover_temporaries,
+                       write_atomically)
 
 WEIGHTS = "minigpt_tang.safetensors"
 CARD = "minigpt_tang.json"
@@ -125,6 +126,8 @@ def export(checkpoint, out_dir=None, hardware: str | None = None, training_secon
         raise FileExistsError(f"{out_dir} already holds {', '.join(existing)}{shipped}: pass --overwrite "
                               f"(overwrite=True) to replace them, or choose another --out")
     check_output_folder(out_dir, "--out", need_bytes=checkpoint.stat().st_size)
+    for name in (WEIGHTS, CARD, CARD_TEXT):
+        remove_leftover_temporaries(out_dir / name)       # from an export that was killed
     history = extra.get("history") or {}
     if training_seconds is None:
         training_seconds = history.get("seconds")
