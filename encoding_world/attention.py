@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .checks import check_int, check_tensor, show
 from .masks import causal_mask
 
 
@@ -29,10 +30,20 @@ def scaled_dot_product_attention(q, k, v, mask=None, dropout_p: float = 0.0):
     q: [..., query_len, d_k], k: [..., key_len, d_k], v: [..., key_len, d_v].
     A query whose every key is masked gets weights of 0 (not NaN) and an output of 0.
     """
+    for name, x in (("q", q), ("k", k), ("v", v)):
+        check_tensor(name, x, min_dims=2)
+        if not x.is_floating_point() or x.dtype != q.dtype:
+            raise TypeError(f"q, k and v must be floating-point tensors of one dtype, got q {q.dtype}, "
+                            f"k {k.dtype} and v {v.dtype}")
     if q.shape[-1] != k.shape[-1]:
         raise ValueError(f"q and k must share their last dimension d_k, got {q.shape[-1]} and {k.shape[-1]}")
     if k.shape[-2] != v.shape[-2]:
         raise ValueError(f"k and v must have the same number of positions, got {k.shape[-2]} and {v.shape[-2]}")
+    try:
+        torch.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
+    except RuntimeError:
+        raise ValueError(f"the leading (batch, head) dimensions of q {list(q.shape)}, k {list(k.shape)} and "
+                         f"v {list(v.shape)} do not broadcast ([..., len, d])") from None
     scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
     if mask is not None:
         _check_mask(mask, scores.shape)
@@ -73,8 +84,12 @@ class MultiHeadAttention(nn.Module):
         return x.view(batch, length, self.n_heads, self.d_head).transpose(1, 2)
 
     def forward(self, x, context=None, mask=None, need_weights: bool = False, causal: bool = False):
-        if x.dim() != 3 or x.shape[-1] != self.d_model:
-            raise ValueError(f"x must be [batch, len, {self.d_model}], got shape {tuple(x.shape)}")
+        if not isinstance(x, torch.Tensor) or x.dim() != 3 or x.shape[-1] != self.d_model:
+            raise ValueError(f"x must be [batch, len, {self.d_model}], got {show(x)}")
+        if context is not None and (not isinstance(context, torch.Tensor) or context.dim() != 3
+                                    or context.shape[0] != x.shape[0] or context.shape[-1] != self.d_model):
+            raise ValueError(f"context must be [batch, key_len, {self.d_model}] with the batch of x "
+                             f"({x.shape[0]}), got {show(context)}")
         context = x if context is None else context
         q = self._split_heads(self.q_proj(x))
         k = self._split_heads(self.k_proj(context))
@@ -110,6 +125,7 @@ class MultiHeadAttention(nn.Module):
 
 def sinusoidal_positional_encoding(max_len: int, d_model: int) -> torch.Tensor:
     """[max_len, d_model]: PE[pos, 2i] = sin(pos / 10000^(2i/d)), PE[pos, 2i+1] = cos(same)."""
+    check_int("max_len", max_len, low=1)
     if d_model % 2:
         raise ValueError(f"d_model must be even for sine/cosine pairs, got {d_model}")
     position = torch.arange(max_len, dtype=torch.float64)[:, None]

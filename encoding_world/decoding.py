@@ -25,6 +25,8 @@ TopPLogitsWarper, and as GPT.generate; lesson 11 checks them against both):
 """
 import torch
 
+from .checks import check_ids, check_int, check_logits, check_number
+
 NEG_INF = float("-inf")
 
 
@@ -42,8 +44,7 @@ def apply_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
 
 def top_k_filter(logits: torch.Tensor, k: int, min_tokens_to_keep: int = 1) -> torch.Tensor:
     """Keep the k highest logits of each row (and any tied with the k-th); the rest become -inf."""
-    if k < 1:
-        raise ValueError(f"k must be a positive integer, got {k}")
+    check_int("k", k, low=1)
     k = min(max(k, min_tokens_to_keep), logits.size(-1))
     kth_largest = torch.topk(logits, k, dim=-1).values[..., -1:]
     return logits.masked_fill(logits < kth_largest, NEG_INF)
@@ -51,10 +52,8 @@ def top_k_filter(logits: torch.Tensor, k: int, min_tokens_to_keep: int = 1) -> t
 
 def top_p_filter(logits: torch.Tensor, p: float, min_tokens_to_keep: int = 1) -> torch.Tensor:
     """Keep the smallest set of most probable tokens whose probabilities sum to at least p."""
-    if not 0.0 <= p <= 1.0:
-        raise ValueError(f"p must be in [0, 1], got {p}")
-    if min_tokens_to_keep < 1:
-        raise ValueError(f"min_tokens_to_keep must be at least 1, got {min_tokens_to_keep}")
+    p = check_number("p", p, low=0, high=1)
+    check_int("min_tokens_to_keep", min_tokens_to_keep, low=1)
     if p >= 1.0:
         # Everything: in exact arithmetic no token of positive probability has a mass of 1
         # before it, but a float32 cumulative sum can reach 1 before the tail ends.
@@ -68,9 +67,21 @@ def top_p_filter(logits: torch.Tensor, p: float, min_tokens_to_keep: int = 1) ->
     return logits.masked_fill(drop, NEG_INF)
 
 
+def _check_settings(temperature, top_k, top_p) -> None:
+    """The sampling settings of filter_logits, sample_next and decode."""
+    check_number("temperature", temperature, low=0)
+    if top_k is not None:
+        check_int("top_k", top_k, low=1)
+    if top_p is not None and not (isinstance(top_p, (int, float)) and 0 < top_p <= 1):
+        # top_p_filter(logits, 0) keeps min_tokens_to_keep tokens; as a setting, 0 is a mistake.
+        raise ValueError(f"top_p must be a number in (0, 1], got {top_p!r} (for greedy decoding use "
+                         f"temperature=0; top_p=1 or None keeps every token)")
+
+
 def filter_logits(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
                   top_p: float | None = None) -> torch.Tensor:
     """Temperature, then top-k, then top-p (each only when given), as transformers orders them."""
+    _check_settings(temperature, top_k, top_p)
     logits = apply_temperature(logits, temperature)
     if top_k is not None:
         logits = top_k_filter(logits, top_k)
@@ -85,8 +96,10 @@ def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int | Non
 
     Greedy when temperature == 0; otherwise one torch.multinomial draw from the softmax of
     the filtered logits (the random-number calls of GPT.generate, so that a seeded generator
-    gives the same tokens).
+    gives the same tokens). Logits with NaN or +inf are refused (check_logits).
     """
+    _check_settings(temperature, top_k, top_p)
+    check_logits(logits)
     if temperature == 0:
         return greedy(logits)
     probs = torch.softmax(filter_logits(logits, temperature, top_k, top_p), dim=-1)
@@ -103,6 +116,11 @@ def decode(model, token_ids: torch.Tensor, max_new_tokens: int, temperature: flo
     last position's logits, choose, append. It stops early only when every row has just
     produced stop_id; rows that stopped before keep going (cut them with `completions`).
     """
+    check_ids("token_ids", token_ids, model.config.vocab_size)
+    check_int("max_new_tokens", max_new_tokens, low=0)
+    _check_settings(temperature, top_k, top_p)
+    if stop_id is not None:
+        check_int("stop_id", stop_id, low=0, high=model.config.vocab_size - 1)
     block_size = model.config.block_size
     for _ in range(max_new_tokens):
         logits = model(token_ids[:, -block_size:])[0][:, -1, :].float()
@@ -115,6 +133,7 @@ def decode(model, token_ids: torch.Tensor, max_new_tokens: int, temperature: flo
 
 def completions(token_ids: torch.Tensor, prompt_length: int, stop_id: int | None = None) -> list[list[int]]:
     """The generated part of each row (after the prompt), cut before its first stop_id."""
+    check_int("prompt_length", prompt_length, low=0, high=token_ids.shape[-1])
     out = []
     for row in token_ids[:, prompt_length:].tolist():
         if stop_id is not None and stop_id in row:
@@ -129,8 +148,7 @@ def distinct_n(texts, n: int) -> float:
     n-grams are taken inside each text, never across two. 1.0: no n-gram repeats anywhere;
     near 0: the texts repeat themselves or one another. 0.0 when there is no n-gram at all.
     """
-    if n < 1:
-        raise ValueError(f"n must be a positive integer, got {n}")
+    check_int("n", n, low=1)
     grams = [tuple(text[i:i + n]) for text in texts for i in range(len(text) - n + 1)]
     return len(set(grams)) / len(grams) if grams else 0.0
 

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .checks import check_ids, check_int, check_logits, check_number
 from .transformer import TransformerBlock
 
 
@@ -67,10 +68,25 @@ class GPT(nn.Module):
 
     def forward(self, token_ids, targets=None):
         """Logits [batch, len, vocab] for the next token at every position, and the mean
-        cross-entropy against `targets` when given."""
+        cross-entropy against `targets` when given.
+
+        token_ids (and targets) must be [batch, len] integer ids inside the vocabulary, with
+        1 <= len <= block_size; anything else raises a one-line error naming it (an id out of
+        range would otherwise fail deep inside the embedding, or, on a GPU, abort the process).
+        The check is skipped while torch.compile traces the model."""
+        if not torch.compiler.is_compiling():
+            check_ids("token_ids", token_ids, self.config.vocab_size)
+            if targets is not None:
+                check_ids("targets", targets, self.config.vocab_size)
+                if targets.shape != token_ids.shape:
+                    raise ValueError(f"targets must have the shape of token_ids {list(token_ids.shape)}, "
+                                     f"got {list(targets.shape)}")
         batch, length = token_ids.shape
         if length > self.config.block_size:
             raise ValueError(f"sequence of {length} tokens is longer than block_size={self.config.block_size}")
+        if length == 0:
+            raise ValueError("token_ids holds no token (shape [batch, 0]): give every row at least one, "
+                             "e.g. the END id 0 to start a new poem")
         positions = torch.arange(length, device=token_ids.device)
         x = self.dropout(self.token_embedding(token_ids) + self.position_embedding(positions))
         for block in self.blocks:
@@ -97,13 +113,15 @@ class GPT(nn.Module):
         earlier keep going until then, so cut each row at its first stop_id
         (encoding_world.decoding.completions does). Lesson 11 derives these strategies.
         """
-        if temperature < 0:
-            raise ValueError(f"temperature must be >= 0 (0 means greedy), got {temperature}")
-        if top_k is not None and top_k < 1:
-            raise ValueError(f"top_k must be a positive number of tokens to keep, or None for all; got {top_k}")
+        check_number("temperature (0 means greedy)", temperature, low=0)
+        if top_k is not None:
+            check_int("top_k (the number of tokens to keep, or None for all)", top_k, low=1)
+        check_int("max_new_tokens", max_new_tokens, low=0)
+        check_ids("token_ids", token_ids, self.config.vocab_size)
         for _ in range(max_new_tokens):
             context = token_ids[:, -self.config.block_size:]
             logits = self(context)[0][:, -1, :].float()
+            check_logits(logits)
             if temperature == 0:
                 next_id = logits.argmax(dim=-1, keepdim=True)
             else:

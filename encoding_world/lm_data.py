@@ -6,9 +6,12 @@ Chinese is modelled character by character: a character is close to a morpheme, 
 poems' lines have fixed character counts, and a few thousand characters cover almost all
 of the text, so no word segmenter or subword merges are needed.
 """
+import operator
 from collections import Counter
 
 import torch
+
+from .checks import check_ids, check_int
 
 END = "\n"      # ends a poem; the model learns when to stop
 UNKNOWN = "□"   # every character outside the vocabulary (the corpora never contain □ itself)
@@ -48,16 +51,28 @@ class CharVocab:
         return [self.index.get(c, unknown) for c in text]
 
     def decode(self, ids) -> str:
+        """The text of a sequence of ids (a list, or a 1-D tensor); an id that is not an
+        integer in 0 … len − 1 raises an error naming it (a negative one would otherwise
+        count from the end of the vocabulary)."""
         if isinstance(ids, torch.Tensor):
-            ids = ids.tolist()
-        try:
-            return "".join(self.chars[i] for i in ids)
-        except IndexError:
-            raise ValueError(f"token id out of range 0..{len(self) - 1}") from None
+            ids = check_ids("ids", ids, len(self), layout="[len]").tolist()
+        chars = []
+        for i in ids:
+            try:
+                if isinstance(i, bool):
+                    raise TypeError
+                i = operator.index(i)          # ints, NumPy integers, 0-d integer tensors
+            except TypeError:
+                raise TypeError(f"ids must be integer token ids, got {i!r} ({type(i).__name__})") from None
+            if not 0 <= i < len(self):
+                raise ValueError(f"token id {i} out of range 0..{len(self) - 1}")
+            chars.append(self.chars[i])
+        return "".join(chars)
 
 
 def split_poems(poems, val_every: int = 20):
     """Every val_every-th poem goes to validation, the rest to training."""
+    check_int("val_every", val_every, low=2)
     val = [p for i, p in enumerate(poems) if i % val_every == val_every - 1]
     train = [p for i, p in enumerate(poems) if i % val_every != val_every - 1]
     return train, val
@@ -73,6 +88,8 @@ def encode_poems(poems, vocab: CharVocab) -> torch.Tensor:
 
 def random_batch(data: torch.Tensor, batch_size: int, block_size: int, generator: torch.Generator):
     """Inputs and next-token targets from batch_size random windows of the stream."""
+    check_int("batch_size", batch_size, low=1)
+    check_int("block_size", block_size, low=1)
     if len(data) <= block_size:
         raise ValueError(f"the stream ({len(data)} tokens) is shorter than a window ({block_size} + 1)")
     starts = torch.randint(len(data) - block_size, (batch_size,), generator=generator)
@@ -82,7 +99,10 @@ def random_batch(data: torch.Tensor, batch_size: int, block_size: int, generator
 
 
 def consecutive_batches(data: torch.Tensor, batch_size: int, block_size: int, max_windows: int | None = None):
-    """Non-overlapping windows covering the stream in order (for a deterministic evaluation)."""
+    """Non-overlapping windows covering the stream in order (for a deterministic evaluation);
+    none when the stream is shorter than one window of block_size + 1."""
+    check_int("batch_size", batch_size, low=1)
+    check_int("block_size", block_size, low=1)
     n = (len(data) - 1) // block_size
     if max_windows is not None:
         n = min(n, max_windows)

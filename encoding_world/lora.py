@@ -45,6 +45,8 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
+from .checks import check_finite, check_number
+
 __all__ = [
     "LoRAError", "LoRALinear", "LoRAEmbedding", "TiedLoRAHead", "Adapter", "add_lora", "lora_layers", "lora_parameters",
     "lora_state_dict", "get_adapter", "save_lora", "read_adapter", "load_lora", "merge_lora",
@@ -58,6 +60,12 @@ class LoRAError(ValueError):
     """An adapter that does not fit the model, or a file that is not an adapter."""
 
 
+def _check_rank_and_alpha(r, alpha) -> None:
+    if not (isinstance(r, int) and r > 0):
+        raise ValueError(f"the rank r must be a positive integer, got {r!r}")
+    check_number("alpha", alpha)
+
+
 class _LoRALayer(nn.Module):
     """What LoRALinear and LoRAEmbedding share: a frozen base whose weight has `rows` × `cols`
     entries, A: [r, cols] drawn at random, B: [rows, r] at zero, and the update
@@ -65,8 +73,7 @@ class _LoRALayer(nn.Module):
 
     def __init__(self, base: nn.Module, r: int, alpha: float, rows: int, cols: int):
         super().__init__()
-        if not (isinstance(r, int) and r > 0):
-            raise ValueError(f"the rank r must be a positive integer, got {r!r}")
+        _check_rank_and_alpha(r, alpha)
         self.base = base
         self.r, self.alpha = r, float(alpha)
         self.scaling = self.alpha / r
@@ -108,6 +115,7 @@ class LoRALinear(_LoRALayer):
         if not isinstance(base, nn.Linear):
             raise TypeError(f"LoRALinear wraps an nn.Linear, got {type(base).__name__}")
         super().__init__(base, r, alpha, rows=base.out_features, cols=base.in_features)
+        dropout = check_number("dropout", dropout, low=0, high=1, high_open=True)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
 
     def forward(self, x):
@@ -200,6 +208,8 @@ def add_lora(model: nn.Module, targets=("q_proj", "v_proj"), r: int = 8, alpha: 
     """
     if isinstance(targets, str):
         targets = (targets,)
+    _check_rank_and_alpha(r, alpha)        # before anything in the model changes
+    check_number("dropout", dropout, low=0, high=1, high_open=True)
     if lora_layers(model):
         raise LoRAError("the model already has LoRA layers: call unload_lora(model) or "
                         "merge_and_unload(model) first")
@@ -277,6 +287,10 @@ class Adapter:
     def delta_weight(self, module: str) -> torch.Tensor:
         return (self.tensors[f"{module}.lora_B"] @ self.tensors[f"{module}.lora_A"]) * self.scaling
 
+    def delta_shape(self, module: str) -> tuple[int, int]:
+        """The shape of ΔW for `module` (B's rows × A's columns), without computing it."""
+        return self.tensors[f"{module}.lora_B"].shape[0], self.tensors[f"{module}.lora_A"].shape[1]
+
     def num_parameters(self) -> int:
         return sum(t.numel() for t in self.tensors.values())
 
@@ -298,6 +312,7 @@ def save_lora(model_or_adapter, path, **info: str) -> Path:
     """Write only the adapter (A and B of every LoRA layer) as safetensors, with r, alpha,
     the module names and the targets in the file's metadata (plus any text in `info`)."""
     adapter = model_or_adapter if isinstance(model_or_adapter, Adapter) else get_adapter(model_or_adapter)
+    _check_values(adapter)           # a diverged adapter would only be refused when loaded
     metadata = {"format": FORMAT, "r": str(adapter.r), "alpha": repr(adapter.alpha),
                 "modules": json.dumps(adapter.modules), "targets": json.dumps(adapter.targets),
                 **adapter.info, **{k: str(v) for k, v in info.items()}}
@@ -308,10 +323,11 @@ def save_lora(model_or_adapter, path, **info: str) -> Path:
 
 
 def read_adapter(path) -> Adapter:
-    """An adapter file written by save_lora, checked for completeness."""
+    """An adapter file written by save_lora, checked for completeness and finite values."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"no adapter at {path}")
+        raise FileNotFoundError(f"no adapter at {path}" + (" (it is a folder: give the adapter file inside it)"
+                                                           if path.is_dir() else ""))
     try:
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}
@@ -323,13 +339,29 @@ def read_adapter(path) -> Adapter:
                         f"(its metadata has format {metadata.get('format')!r}); a full model checkpoint "
                         f"is loaded with load_pretrained / load_checkpoint instead")
     known = {"format", "r", "alpha", "modules", "targets"}
-    adapter = Adapter(int(metadata["r"]), float(metadata["alpha"]), json.loads(metadata["modules"]), tensors,
-                      json.loads(metadata["targets"]), {k: v for k, v in metadata.items() if k not in known})
+    try:
+        adapter = Adapter(int(metadata["r"]), float(metadata["alpha"]), json.loads(metadata["modules"]), tensors,
+                          json.loads(metadata["targets"]), {k: v for k, v in metadata.items() if k not in known})
+    except (KeyError, ValueError) as err:
+        raise LoRAError(f"{path} is damaged: its metadata (r, alpha, modules, targets) cannot be read "
+                        f"({type(err).__name__}: {err}); save the adapter again with save_lora") from None
     expected = {f"{m}.{k}" for m in adapter.modules for k in ("lora_A", "lora_B")}
     if set(tensors) != expected:
         raise LoRAError(f"{path} is incomplete or damaged: tensors {sorted(set(tensors) ^ expected)} "
                         f"do not agree with its list of modules")
+    _check_values(adapter, f"{path}: ")
     return adapter
+
+
+def _check_values(adapter: Adapter, where: str = "") -> None:
+    """LoRAError unless alpha and every A and B are finite: NaN would spread to every output."""
+    try:
+        check_number(f"{where}alpha", adapter.alpha)
+        for key, tensor in adapter.tensors.items():
+            check_finite(f"{where}{key}", tensor, "the adapter is damaged or its training diverged; "
+                                                  "retrain it, or restore the file")
+    except ValueError as err:
+        raise LoRAError(str(err)) from None
 
 
 def _ab_shapes(module: nn.Module, r: int) -> dict[str, tuple[int, int]]:
@@ -349,6 +381,8 @@ def load_lora(model: nn.Module, adapter, dropout: float = 0.0) -> Adapter:
     """
     if not isinstance(adapter, Adapter):
         adapter = read_adapter(adapter)
+    else:
+        _check_values(adapter)
     layers = lora_layers(model)
     if layers:
         if list(layers) != adapter.modules:
@@ -428,13 +462,21 @@ def combine_adapters(adapters, weights) -> Adapter:
     instead would not do it: (B₁+B₂)(A₁+A₂) has cross terms B₁A₂ + B₂A₁.
     """
     adapters = [a if isinstance(a, Adapter) else read_adapter(a) for a in adapters]
-    weights = [float(w) for w in weights]
+    if not hasattr(weights, "__len__"):
+        raise TypeError(f"weights must be a list of numbers, one per adapter, got {weights!r}")
+    weights = [check_number(f"weights[{i}]", w) for i, w in enumerate(weights)]
     if not adapters or len(adapters) != len(weights):
         raise ValueError(f"give one weight per adapter: {len(adapters)} adapters, {len(weights)} weights")
     modules = adapters[0].modules
-    for a in adapters[1:]:
+    for i, a in enumerate(adapters[1:], 1):
         if a.modules != modules:
             raise LoRAError(f"adapters for different modules cannot be combined: {modules} vs {a.modules}")
+        for m in modules:       # ranks may differ; the sizes of the layers may not
+            ours, first = a.delta_shape(m), adapters[0].delta_shape(m)
+            if ours != first:
+                raise LoRAError(f"adapter {i} changes {m} by a [{ours[0]}, {ours[1]}] matrix, adapter 0 by a "
+                                f"[{first[0]}, {first[1]}] one: the adapters were trained for models of "
+                                f"different sizes")
     r = sum(a.r for a in adapters)
     tensors = {}
     for m in modules:

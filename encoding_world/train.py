@@ -13,6 +13,11 @@ every `eval_every` steps on a fixed set of held-out windows; a checkpoint holdin
 the optimizer, the step and every random state is written atomically every
 `checkpoint_every` steps, so a run killed at any moment and restarted with --resume ends
 exactly where an uninterrupted run would.
+
+Nothing written before is lost: a folder that already holds a run is only continued
+(--resume) or, when asked for explicitly, started over (--overwrite); Ctrl-C stops the run
+and prints the step of the last checkpoint and the command that continues from it. A
+finished run can be made longer deliberately with --extend (see EXTEND_HELP).
 """
 import argparse
 import dataclasses
@@ -26,10 +31,12 @@ from pathlib import Path
 import torch
 
 from . import lm_data
+from .checks import check_int, check_number, check_output_folder
 from .data import load_tang_poems
 from .gpt import GPT, GPTConfig
-from .runtime import autocast, autocast_dtype, get_device, grad_scaler, set_seed
-from .training import CheckpointError, load_checkpoint, save_checkpoint
+from .runtime import DeviceUnavailableError, autocast, get_device, grad_scaler, set_seed
+from .training import (CheckpointError, load_checkpoint, read_checkpoint, remove_leftover_temporaries,
+                       save_checkpoint, write_atomically)
 
 
 @dataclass
@@ -82,6 +89,32 @@ CONFIGS = {
 }
 
 
+def check_config(config: TrainConfig) -> None:
+    """ValueError (or TypeError) naming the first setting of `config` that cannot work."""
+    for name in ("vocab_size", "block_size", "n_layer", "n_head", "d_model", "batch_size", "max_steps",
+                 "eval_every", "checkpoint_every"):
+        check_int(name, getattr(config, name), low=3 if name == "vocab_size" else 1)
+    check_int("warmup_steps", config.warmup_steps, low=0)
+    for name in ("eval_windows", "max_poems"):
+        if getattr(config, name) is not None:
+            check_int(name, getattr(config, name), low=1)
+    check_number("learning_rate", config.learning_rate, low=0, low_open=True)
+    check_number("min_learning_rate", config.min_learning_rate, low=0, high=config.learning_rate)
+    check_number("weight_decay", config.weight_decay, low=0)
+    check_number("grad_clip", config.grad_clip, low=0, low_open=True)
+    check_number("dropout", config.dropout, low=0, high=1, high_open=True)
+    if config.d_model % config.n_head:
+        raise ValueError(f"d_model ({config.d_model}) must be divisible by n_head ({config.n_head})")
+
+
+def checkpoint_bytes(config: TrainConfig) -> int:
+    """About how many bytes a checkpoint of `config` takes: the weights and AdamW's two
+    moments, 4 bytes each, for V·d + block·d + n_layer·(12·d² + 2·d) + d parameters."""
+    d = config.d_model
+    parameters = (config.vocab_size + config.block_size) * d + config.n_layer * (12 * d * d + 2 * d) + d
+    return 3 * 4 * parameters + (1 << 16)
+
+
 def learning_rate(config: TrainConfig, step: int) -> float:
     """Linear warm-up to learning_rate, then cosine decay to min_learning_rate at max_steps."""
     if step < config.warmup_steps:
@@ -104,7 +137,14 @@ def load_data(config: TrainConfig) -> PoemData:
         poems = poems[: config.max_poems]
     train_poems, val_poems = lm_data.split_poems(poems)
     vocab = lm_data.CharVocab.build((p.body for p in train_poems), config.vocab_size)
-    return PoemData(vocab, lm_data.encode_poems(train_poems, vocab), lm_data.encode_poems(val_poems, vocab))
+    data = PoemData(vocab, lm_data.encode_poems(train_poems, vocab), lm_data.encode_poems(val_poems, vocab))
+    for name, stream, poems_in in (("training", data.train, train_poems), ("validation", data.val, val_poems)):
+        if len(stream) <= config.block_size:
+            raise ValueError(
+                f"max_poems={config.max_poems} leaves {len(poems_in)} {name} poems, {len(stream)} characters: "
+                f"fewer than one window of block_size + 1 = {config.block_size + 1}. Raise max_poems (every "
+                f"20th poem is held out for validation, so at least 20 are needed), or leave it None")
+    return data
 
 
 def make_optimizer(model, config: TrainConfig, device) -> torch.optim.AdamW:
@@ -131,19 +171,101 @@ def evaluate(model, data: torch.Tensor, config: TrainConfig, device) -> float:
         total += loss.item() * y.numel()
         count += y.numel()
     model.train()
+    if count == 0:
+        raise ValueError(f"no validation window of {config.block_size} + 1 tokens in a stream of {len(data)}: "
+                         f"give more validation data")
     return total / count
 
 
+class RunExistsError(FileExistsError):
+    """The output folder already holds a run, and neither resuming nor starting over was asked for."""
+
+    def __init__(self, folder: Path, step: int | None):
+        self.folder, self.step = folder, step
+        at = f" at step {step}" if step is not None else ""
+        super().__init__(f"{folder} already holds a run (checkpoint.pt{at}): continue it with resume=True, "
+                         f"start it over with overwrite=True (which deletes it), or give another out_dir")
+
+
+def _saved_step(checkpoint: Path) -> int | None:
+    """The step of a checkpoint file, or None if there is none or it cannot be read."""
+    try:
+        return read_checkpoint(checkpoint)["step"]
+    except (OSError, CheckpointError):
+        return None
+
+
+def _config_differences(saved: dict, current: dict) -> dict:
+    """{setting: (its value in the checkpoint, its value now)} for every setting that differs."""
+    keys = list(current) + [key for key in saved if key not in current]
+    return {key: (saved.get(key), current.get(key)) for key in keys if saved.get(key) != current.get(key)}
+
+
+# What a checkpoint needs to hold for train() to carry on from it.
+RESUME_FIELDS = ("train_config", "history", "vocab", "batch_rng", "torch_rng")
+
+
+def _prepare_folder(checkpoint: Path, config: TrainConfig, resume: bool, overwrite: bool, log) -> None:
+    """Check, before any work, that the run's folder can be written to and holds no other
+    run (unless resuming, or starting over on purpose); remove what killed writes left."""
+    check_output_folder(checkpoint.parent, "--out", need_bytes=2 * checkpoint_bytes(config))
+    if not resume and checkpoint.exists():
+        if not overwrite:
+            raise RunExistsError(checkpoint.parent, _saved_step(checkpoint))
+        checkpoint.unlink()
+        (checkpoint.parent / "summary.json").unlink(missing_ok=True)
+    removed = remove_leftover_temporaries(checkpoint)
+    if removed:
+        log(f"removed {len(removed)} temporary file(s) left in {checkpoint.parent} by interrupted checkpoint writes")
+
+
+def _check_resume(checkpoint: Path | None, config: TrainConfig, extend: bool) -> TrainConfig:
+    """Check that the run can go on from `checkpoint` with `config`; return the config whose
+    max_steps the learning-rate schedule follows (the run's first plan, when extended)."""
+    if checkpoint is None or not checkpoint.exists():
+        raise FileNotFoundError(f"--resume: no checkpoint at {checkpoint}; start without --resume")
+    extra = read_checkpoint(checkpoint)["extra"]
+    missing = [field for field in RESUME_FIELDS if field not in extra]
+    if missing:
+        raise CheckpointError(f"{checkpoint} was not written by encoding_world.train (it lacks {missing}), "
+                              f"so the run cannot be resumed from it: start a new run in another --out")
+    saved_config = extra["train_config"]
+    differences = _config_differences(saved_config, dataclasses.asdict(config))
+    longer = list(differences) == ["max_steps"] and config.max_steps > (saved_config.get("max_steps") or 0)
+    if differences and not (extend and longer):
+        listed = "; ".join(f"{key} is {old!r} in the checkpoint and {new!r} now"
+                           for key, (old, new) in differences.items())
+        hint = (" To train this run for more steps, add --extend (extend=True)." if longer else
+                " --extend only makes a run longer; it cannot change other settings." if extend else "")
+        raise CheckpointError(f"{checkpoint} was written with another configuration: {listed}. Resume with "
+                              f"the same --config and settings as when it was started, or start a new run "
+                              f"in another --out.{hint}")
+    planned = extra.get("schedule_max_steps", saved_config.get("max_steps") or config.max_steps)
+    return dataclasses.replace(config, max_steps=planned)
+
+
 def train(config: TrainConfig | str, out_dir=None, resume: bool = False, device=None, progress: bool | None = None,
-          log_every: int = 0, log=print):
+          log_every: int = 0, log=print, overwrite: bool = False, extend: bool = False):
     """Train a GPT with `config`; return (model, vocab, history).
 
     history: {"step": [...], "train_loss": [...], "val_loss": [...], "tokens_per_second": float, ...}.
     With out_dir, checkpoints go to out_dir/checkpoint.pt; resume=True continues from it.
+    A folder that already holds a checkpoint is refused unless resume=True (continue) or
+    overwrite=True (delete it and start over). extend=True resumes a run with a larger
+    max_steps than it was started with (see EXTEND_HELP). Every check (the configuration,
+    the device, the folder can be written, the checkpoint to resume) is made before any
+    data is loaded.
     """
     if isinstance(config, str):
         config = named_config(config)
-    device = get_device() if device is None else torch.device(device)
+    check_config(config)
+    check_int("log_every", log_every, low=0)
+    device = get_device(device)
+    checkpoint = Path(out_dir) / "checkpoint.pt" if out_dir is not None else None
+    resume = resume or extend
+    if checkpoint is not None:
+        _prepare_folder(checkpoint, config, resume, overwrite, log)
+    schedule = _check_resume(checkpoint, config, extend) if resume else config
     set_seed(config.seed)
     data = load_data(config)
     model = GPT(config.model_config()).to(device)
@@ -152,15 +274,9 @@ def train(config: TrainConfig | str, out_dir=None, resume: bool = False, device=
     batches = torch.Generator().manual_seed(config.seed)
     history = {"step": [], "train_loss": [], "val_loss": []}
     step = 0
-    checkpoint = Path(out_dir) / "checkpoint.pt" if out_dir is not None else None
 
     if resume:
-        if checkpoint is None or not checkpoint.exists():
-            raise FileNotFoundError(f"--resume: no checkpoint at {checkpoint}; start without --resume")
         saved = load_checkpoint(checkpoint, model, optimizer, map_location=device)
-        if saved["train_config"] != dataclasses.asdict(config):
-            raise CheckpointError(f"{checkpoint} was written with another configuration: "
-                                  f"{saved['train_config']}; resume with the same --config")
         step, history = saved["step"], saved["history"]
         batches.set_state(saved["batch_rng"])
         torch.set_rng_state(saved["torch_rng"])
@@ -169,6 +285,11 @@ def train(config: TrainConfig | str, out_dir=None, resume: bool = False, device=
         if scaler.is_enabled() and saved.get("grad_scaler"):
             scaler.load_state_dict(saved["grad_scaler"])
         log(f"resumed from {checkpoint} at step {step}")
+        if schedule.max_steps != config.max_steps:
+            log(f"extended to {config.max_steps} steps: the learning rate follows the {schedule.max_steps}-step "
+                f"plan, then stays at {config.min_learning_rate:g}")
+    # Only an extended run records its plan: other checkpoints keep exactly the fields they had.
+    extension = {"schedule_max_steps": schedule.max_steps} if schedule.max_steps != config.max_steps else {}
 
     compiled = torch.compile(model) if config.compile and device.type == "cuda" else model
     if progress is None:
@@ -183,7 +304,7 @@ def train(config: TrainConfig | str, out_dir=None, resume: bool = False, device=
     train_loss = float("nan")
     while step < config.max_steps:
         for group in optimizer.param_groups:
-            group["lr"] = learning_rate(config, step)
+            group["lr"] = learning_rate(schedule, step)
         x, y = lm_data.random_batch(data.train, config.batch_size, config.block_size, batches)
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         with autocast(device):
@@ -214,7 +335,7 @@ def train(config: TrainConfig | str, out_dir=None, resume: bool = False, device=
                             history=history, vocab=data.vocab.chars, batch_rng=batches.get_state(),
                             torch_rng=torch.get_rng_state(),
                             cuda_rng=torch.cuda.get_rng_state() if device.type == "cuda" else None,
-                            grad_scaler=scaler.state_dict() if scaler.is_enabled() else None)
+                            grad_scaler=scaler.state_dict() if scaler.is_enabled() else None, **extension)
     if device.type == "cuda":
         torch.cuda.synchronize()
     elapsed = time.perf_counter() - start
@@ -231,31 +352,86 @@ def named_config(name: str) -> TrainConfig:
     return dataclasses.replace(CONFIGS[name])
 
 
+# What --extend does (also in the README's training section).
+EXTEND_HELP = ("resume a run with a larger --max-steps than it was started with; the learning rate "
+               "keeps the run's original schedule and stays at its minimum for the added steps")
+
+
+def resume_command(args, out: Path) -> str:
+    """The command line that continues the run that `args` started."""
+    parts = ["python -m encoding_world.train", f"--config {args.config}", f"--out {out}"]
+    if args.max_steps is not None:
+        parts.append(f"--max-steps {args.max_steps}")
+    return " ".join(parts + ["--resume"])
+
+
+def _positive_int(text: str) -> int:
+    try:
+        return check_int("the value", int(text), low=1)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number of steps, got {text!r}") from None
+
+
+def _count(text: str) -> int:
+    try:
+        return check_int("the value", int(text), low=0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 0 (never) or a positive whole number, got {text!r}") from None
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="Train the book's mini-GPT on Tang poems.")
     parser.add_argument("--config", default="lesson", choices=list(CONFIGS))
     parser.add_argument("--out", type=Path, help="folder for checkpoint.pt (default: runs/CONFIG)")
-    parser.add_argument("--resume", action="store_true", help="continue from the folder's checkpoint")
+    start = parser.add_mutually_exclusive_group()
+    start.add_argument("--resume", action="store_true", help="continue from the folder's checkpoint")
+    start.add_argument("--overwrite", action="store_true",
+                       help="delete the folder's checkpoint and start over (without it, a folder "
+                            "that holds a run is refused)")
+    parser.add_argument("--extend", action="store_true", help=EXTEND_HELP)
     parser.add_argument("--device", help="cpu, cuda or mps (default: the best available)")
-    parser.add_argument("--max-steps", type=int, help="override the config's number of steps")
-    parser.add_argument("--log-every", type=int, default=0, help="print the training loss every N steps")
+    parser.add_argument("--max-steps", type=_positive_int, help="override the config's number of steps")
+    parser.add_argument("--log-every", type=_count, default=0, help="print the training loss every N steps")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
+    if args.extend and args.overwrite:
+        parser.error("--extend continues a run and --overwrite starts it over: choose one")
     config = named_config(args.config)
     if args.max_steps is not None:
         config.max_steps = args.max_steps
     out = args.out or Path("runs") / args.config
+    checkpoint = out / "checkpoint.pt"
+
+    def last_checkpoint() -> str:
+        step = _saved_step(checkpoint)
+        if step is None:
+            return "no checkpoint was saved yet: run the same command again to start over"
+        return f"the last checkpoint, at step {step}, is in {checkpoint}: continue with\n  {resume_command(args, out)}"
+
     try:
         model, vocab, history = train(config, out, resume=args.resume, device=args.device,
                                       progress=False if args.no_progress else None, log_every=args.log_every,
-                                      log=lambda s: print(s, flush=True))
-    except (FileNotFoundError, CheckpointError) as err:
-        print(f"error: {err}", file=sys.stderr)
+                                      log=lambda s: print(s, flush=True), overwrite=args.overwrite,
+                                      extend=args.extend)
+        summary = {"config": args.config, "steps": config.max_steps, "final_val_loss": history["val_loss"][-1],
+                   "tokens_per_second": history["tokens_per_second"], "seconds": history["seconds"],
+                   "parameters": model.num_parameters(), "checkpoint": str(checkpoint)}
+        text = json.dumps(summary, indent=2) + "\n"
+        write_atomically(out / "summary.json", lambda f: f.write(text.encode("utf-8")))
+    except KeyboardInterrupt:
+        print(f"\ninterrupted (Ctrl-C); {last_checkpoint()}", file=sys.stderr, flush=True)
+        return 130
+    except RunExistsError as err:
+        at = f" at step {err.step}" if err.step is not None else ""
+        print(f"error: {err.folder} already holds a run (checkpoint.pt{at}). Continue it with\n"
+              f"  {resume_command(args, out)}\nstart it over with --overwrite (which deletes it), or choose "
+              f"another --out", file=sys.stderr)
         return 2
-    summary = {"config": args.config, "steps": config.max_steps, "final_val_loss": history["val_loss"][-1],
-               "tokens_per_second": history["tokens_per_second"], "seconds": history["seconds"],
-               "parameters": model.num_parameters(), "checkpoint": str(out / "checkpoint.pt")}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    except (OSError, ValueError, CheckpointError, DeviceUnavailableError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        if isinstance(err, OSError) and err.errno is not None and checkpoint.exists():
+            print(f"once that is fixed, {last_checkpoint()}", file=sys.stderr)   # e.g. the disk filled up
+        return 2
     print(json.dumps(summary), flush=True)
     return 0
 

@@ -19,13 +19,18 @@ Checkpoints are written atomically (to a temporary file in the same folder, then
 name, and they are read with ``torch.load(weights_only=True)``, which refuses to run code
 hidden in a file. Everything saved must therefore be tensors or plain Python data
 (numbers, strings, lists, tuples, dicts): pass a config as ``dataclasses.asdict(config)``.
+On reading, the CRC-32 that the zip format of ``torch.save`` stores for every entry is
+checked too, so a byte changed on disk or in a copy is reported instead of loaded.
 """
 from __future__ import annotations
 
+import glob
 import math
 import os
 import pickle
+import re
 import uuid
+import zipfile
 from collections import OrderedDict
 from pathlib import Path
 
@@ -33,7 +38,7 @@ import torch
 
 __all__ = [
     "CheckpointError", "train_one_epoch", "evaluate", "fit",
-    "save_checkpoint", "load_checkpoint",
+    "save_checkpoint", "load_checkpoint", "read_checkpoint", "write_atomically", "remove_leftover_temporaries",
 ]
 
 CHECKPOINT_FORMAT = 1  # bumped if the layout of the saved dict ever changes
@@ -155,6 +160,36 @@ def _check_plain(value, where: str) -> None:
         f"strings, lists, tuples or dicts instead{hint}")
 
 
+def write_atomically(path, write) -> Path:
+    """Call ``write(f)`` on a new temporary file beside `path`, flush it to disk, then move
+    it over `path` with ``os.replace``: readers see the old file or the new one, never half
+    of one. On any error (or Ctrl-C) the temporary file is removed and `path` is untouched."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        with open(tmp, "xb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def remove_leftover_temporaries(path) -> list[Path]:
+    """Delete the temporary files that killed writes of `path` left beside it (a process
+    killed with SIGKILL in the middle of `write_atomically` cannot clean up); return them."""
+    path = Path(path)
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.[0-9a-f]{{32}}\.tmp")   # write_atomically's names
+    leftovers = sorted(p for p in path.parent.glob(f".{glob.escape(path.name)}.*.tmp") if pattern.fullmatch(p.name))
+    for p in leftovers:
+        p.unlink(missing_ok=True)
+    return leftovers
+
+
 def save_checkpoint(path, model, optimizer=None, step: int = 0, **extra) -> Path:
     """Save the model's weights, the optimizer's state, the step and any `extra` data.
 
@@ -162,7 +197,6 @@ def save_checkpoint(path, model, optimizer=None, step: int = 0, **extra) -> Path
     file in the same folder (same file system, so the rename is atomic) and then moved
     over `path` with ``os.replace``. Returns the path written.
     """
-    path = Path(path)
     for key, value in extra.items():
         _check_plain(value, f"extra field {key!r}")
     state = {
@@ -172,18 +206,7 @@ def save_checkpoint(path, model, optimizer=None, step: int = 0, **extra) -> Path
         "step": int(step),
         "extra": dict(extra),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(tmp, "xb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+    return write_atomically(path, lambda f: torch.save(state, f))
 
 
 def _describe_mismatch(saved: dict, current: dict) -> list[str]:
@@ -199,6 +222,81 @@ def _describe_mismatch(saved: dict, current: dict) -> list[str]:
     return problems
 
 
+# The first bytes of the two formats torch.save has written: a zip archive (PyTorch 1.6 and
+# later, and what save_checkpoint writes) and the older pickle-based one.
+_ZIP_MAGIC = b"PK\x03\x04"
+_LEGACY_MAGIC = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19"
+
+
+def read_checkpoint(path, map_location="cpu") -> dict:
+    """The dict a checkpoint file holds, read safely and checked: ``{"format", "model",
+    "optimizer", "step", "extra"}``.
+
+    Raises FileNotFoundError for a missing file, and CheckpointError, saying what to do, for
+    a folder, a file that is truncated or corrupt (every zip entry's CRC-32 is checked), one
+    in PyTorch's old format, one holding Python objects, or one not written by
+    `save_checkpoint`. Nothing in the file is ever run (``weights_only=True``).
+    """
+    path = Path(path)
+    if path.is_dir():
+        inside = path / "checkpoint.pt"
+        raise CheckpointError(f"{path} is a folder, not a checkpoint file: " + (
+            f"give the path of the checkpoint inside it, {inside}" if inside.is_file() else
+            "give the path of a checkpoint file (if the folder is in the way, move it elsewhere)"))
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"no checkpoint at {path}: check the path, or train the model and save one "
+            f"with save_checkpoint() first")
+    with open(path, "rb") as f:
+        head = f.read(len(_LEGACY_MAGIC))
+    if head == _LEGACY_MAGIC:
+        raise CheckpointError(f"{path} is in PyTorch's old (pre-1.6) file format, not written by "
+                              f"save_checkpoint: read it with torch.load(path, weights_only=True) and save "
+                              f"it again with save_checkpoint()")
+    if not head.startswith(_ZIP_MAGIC):
+        reason = "the file is empty" if not head else "it does not begin like a zip archive, the format torch.save writes"
+        raise CheckpointError(_corrupt_message(path, reason))
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+        if found and _damaged_entry(path) is None:
+            raise CheckpointError(
+                f"{path} holds a Python object of class {found.group(1)}, not only tensors and plain data, "
+                f"and torch.load(weights_only=True) refuses to run the code that would rebuild it. Save "
+                f"plain data instead (e.g. dataclasses.asdict(config)); only if you trust the file, read it "
+                f"with torch.load(path, weights_only=False) and save it again with save_checkpoint().") from err
+        raise CheckpointError(_corrupt_message(path, _reason(err))) from err
+    except Exception as err:  # zip reader errors (RuntimeError), EOFError, ...
+        raise CheckpointError(_corrupt_message(path, _reason(err))) from err
+    damaged = _damaged_entry(path)
+    if damaged is not None:
+        raise CheckpointError(_corrupt_message(path, f"its entry {damaged} fails its CRC-32 check",
+                                               how="damaged on disk or in a copy"))
+
+    if not (isinstance(state, dict) and "model" in state and "format" in state):
+        keys = sorted(map(str, state)) if isinstance(state, dict) else type(state).__name__
+        raise CheckpointError(
+            f"{path} was not written by save_checkpoint (it holds {keys}). If it is a bare "
+            f"state dict, use model.load_state_dict(torch.load(path, weights_only=True)).")
+    if state["format"] > CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path} has checkpoint format {state['format']}, newer than this "
+                              f"code understands ({CHECKPOINT_FORMAT}): update encoding_world")
+    return state
+
+
+def _damaged_entry(path: Path) -> str | None:
+    """The name of the first zip entry whose data fails its CRC-32 check, or None.
+
+    torch.load does not check these checksums; Python's zipfile does, at the cost of one
+    more read of the file (about as fast as the disk's cache: see tests/test_faults.py)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as err:
+        return f"(the archive itself: {err})"
+
+
 def load_checkpoint(path, model, optimizer=None, map_location="cpu", strict: bool = True) -> dict:
     """Load a checkpoint written by `save_checkpoint` into `model` (and `optimizer`).
 
@@ -209,33 +307,7 @@ def load_checkpoint(path, model, optimizer=None, map_location="cpu", strict: boo
     loading base weights into a model with extra adapter layers); shapes must still agree.
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"no checkpoint at {path}: check the path, or train the model and save one "
-            f"with save_checkpoint() first")
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as err:
-        if "weights only" in str(err).lower() or "weights_only" in str(err):
-            raise CheckpointError(
-                f"{path} holds Python objects other than tensors and plain data, which "
-                f"torch.load(weights_only=True) refuses to run. Save plain data instead "
-                f"(e.g. dataclasses.asdict(config)); only if you trust the file, read it with "
-                f"torch.load(path, weights_only=False) and save it again with save_checkpoint(). "
-                f"Details: {str(err).splitlines()[0]}") from err
-        raise CheckpointError(_corrupt_message(path, err)) from err
-    except Exception as err:  # zip reader errors (RuntimeError), EOFError, ...
-        raise CheckpointError(_corrupt_message(path, err)) from err
-
-    if not (isinstance(state, dict) and "model" in state and "format" in state):
-        keys = sorted(map(str, state)) if isinstance(state, dict) else type(state).__name__
-        raise CheckpointError(
-            f"{path} was not written by save_checkpoint (it holds {keys}). If it is a bare "
-            f"state dict, use model.load_state_dict(torch.load(path, weights_only=True)).")
-    if state["format"] > CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path} has checkpoint format {state['format']}, newer than this "
-                              f"code understands ({CHECKPOINT_FORMAT}): update encoding_world")
-
+    state = read_checkpoint(path, map_location)
     target = _unwrap(model)
     problems = _describe_mismatch(state["model"], target.state_dict())
     if not strict:
@@ -281,9 +353,11 @@ def _check_optimizer(path: Path, saved, optimizer) -> None:
             f"as when saving, or load without an optimizer to start a fresh one")
 
 
-def _corrupt_message(path: Path, err: Exception) -> str:
-    reason = str(err).split(". ")[0].strip() or "unexpected end of file"
+def _reason(err: Exception) -> str:
+    return f"{type(err).__name__}: {str(err).split('. ')[0].strip() or 'unexpected end of file'}"
+
+
+def _corrupt_message(path: Path, reason: str, how: str = "cut off while being written or copied") -> str:
     return (f"{path} is not a readable checkpoint: it is truncated or corrupt "
-            f"({path.stat().st_size} bytes; {type(err).__name__}: {reason}). It was probably cut "
-            f"off while being written or copied: copy it again, or delete it and load an "
-            f"earlier checkpoint.")
+            f"({path.stat().st_size} bytes; {reason}). It was probably {how}: "
+            f"copy it again, or delete it and load an earlier checkpoint.")

@@ -27,6 +27,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .checks import check_int, check_number
+
 # The English text shipped inside gensim: a shortened dump of English Wikipedia.
 WIKI_DUMP = "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
 
@@ -270,8 +272,9 @@ def train_skipgram(sentences, vocab: Vocab | None = None, *, dim: int = 50, wind
     previous setting is restored afterwards): 1 makes a fair words/s comparison with
     gensim run with `workers=1`, and avoids threads fighting over a busy machine.
     """
-    if epochs < 1 or negative < 1 or batch_size < 1 or dim < 1:
-        raise ValueError("epochs, negative, batch_size and dim must all be at least 1")
+    for name, value in (("epochs", epochs), ("negative", negative), ("batch_size", batch_size), ("dim", dim)):
+        check_int(name, value, low=1)
+    check_number("lr", lr, low=0, low_open=True)
     if vocab is None:
         vocab = build_vocab(sentences, min_count)
     device = torch.device(device or "cpu")
@@ -279,6 +282,13 @@ def train_skipgram(sentences, vocab: Vocab | None = None, *, dim: int = 50, wind
     torch.manual_seed(seed)
 
     ids, sentence_ids = vocab.encode(sentences)
+    if len(ids) == 0 and not isinstance(sentences, Sequence):
+        raise ValueError("sentences gave no words to train on: it is an iterator, and build_vocab used it up; "
+                         "pass a list of sentences")
+    if not np.any(sentence_ids[1:] == sentence_ids[:-1]):
+        raise ValueError(f"no sentence has two words of the vocabulary ({len(vocab)} words, {len(ids)} "
+                         f"occurrences in the text), so there is no (center, context) pair to learn from: "
+                         f"give sentences of several words, more text, or a lower min_count")
     keep = keep_probabilities(vocab.counts, sample)
     table = unigram_table(noise_distribution(vocab.counts))
     model = SkipGramNS(len(vocab), dim).to(device)
@@ -313,6 +323,9 @@ def train_skipgram(sentences, vocab: Vocab | None = None, *, dim: int = 50, wind
                 losses.append(loss.item())
     finally:
         torch.set_num_threads(threads_before)
+    if not losses:
+        raise ValueError(f"subsampling (sample={sample}) left no (center, context) pair in any epoch, so "
+                         f"nothing was learnt: give more text, or a smaller sample (0 turns it off)")
     model.eval()
     return TrainedSkipGram(vocab, model, losses, pairs_per_epoch, time.perf_counter() - start)
 
@@ -331,6 +344,10 @@ class WordVectors(_WordIndex):
         if vectors.ndim != 2 or vectors.shape[0] != len(words):
             raise ValueError(f"need one vector row per word: {len(words)} words, "
                              f"array of shape {vectors.shape}")
+        if not np.all(np.isfinite(vectors)):
+            row = int(np.argmin(np.isfinite(vectors).all(axis=1)))
+            raise ValueError(f"word {words[row]!r} has a vector with NaN or infinite values: the training "
+                             f"that made it diverged (try a lower learning rate)")
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         if np.any(norms == 0):
             raise ValueError(f"word {words[int(np.argmin(norms))]!r} has an all-zero vector")

@@ -61,3 +61,14 @@ def test_corpora_load_as_clean_simplified_text():
     # Traditional forms converted: 壯 → 壮, 雲 → 云 appear nowhere in the bodies.
     text = "".join(p.body for p in tang)
     assert "壯" not in text and "雲" not in text and "云" in text
+
+
+def test_the_checksums_the_package_checks_are_those_of_the_readme():
+    """encoding_world.data.CORPORA repeats the README's SHA-256 and poem counts of the corpora;
+    the README stays the one place to read them, this test keeps the copy in step."""
+    listed = listed_files()
+    text = (ew.REPO_ROOT / "data" / "README.md").read_text(encoding="utf-8")
+    for name, (sha, poems) in data.CORPORA.items():
+        assert listed[f"data/{name}"] == sha
+        assert re.search(rf"\| `data/{re.escape(name)}` \| {poems:,} ", text), f"{name}: {poems:,} poems not in the README"
+        assert len(data._load_poems(name)) == poems
