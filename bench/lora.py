@@ -4,7 +4,7 @@
     python bench/lora.py --steps 20 --batch-size 16
 
 Training. The book's pretrained mini-GPT is trained on random 64-token windows either fully
-(every parameter, AdamW) or with LoRA (lesson 12's adapter: rank and targets below, base
+(every parameter, AdamW) or with LoRA (lesson 15's adapter: rank and targets below, base
 frozen). For each mode it reports the median time of `--steps` optimizer steps after
 `--warmup` untimed ones (the modes take turns for `--rounds` runs each, and each keeps its
 fastest run), and memory in two ways:
@@ -43,7 +43,7 @@ from encoding_world.lora import add_lora, lora_layers, lora_parameters, merge_lo
 from encoding_world.pretrained import load_pretrained  # noqa: E402
 from encoding_world.runtime import set_seed  # noqa: E402
 
-# Lesson 12's adapter.
+# Lesson 15's adapter.
 TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj", "up", "down")
 RANK, ALPHA = 2, 4.0
 

@@ -1,19 +1,19 @@
-"""How much of full fine-tuning's gain does LoRA recover? Lesson 12's comparison, swept.
+"""How much of full fine-tuning's gain does LoRA recover? Lesson 15's comparison, swept.
 
     python bench/lora_sweep.py            # about 12 minutes on 2 CPU cores
 
-Every run is lesson 12's fine-tuning (section 5) exactly: the book's pretrained mini-GPT,
+Every run is lesson 15's fine-tuning (section 5) exactly: the book's pretrained mini-GPT,
 AdamW (betas 0.9/0.95, no weight decay), 10 warm-up steps and a cosine decay of the learning
 rate to a tenth, gradients clipped to norm 1, batches of 8 random 64-character windows of
 the Song-ci training stream drawn by a generator seeded with `seed`, and validation losses
-on lesson 12's fixed windows (64 windows of 64 characters spread evenly over each stream).
-For the LoRA methods, `seed` also seeds the random draw of A. Lesson 12 checks that its own
+on lesson 15's fixed windows (64 windows of 64 characters spread evenly over each stream).
+For the LoRA methods, `seed` also seeds the random draw of A. Lesson 15 checks that its own
 runs give this file's numbers for the same settings.
 
 Methods:
   full            every parameter trains
   full-no-emb     every parameter but the token and position embeddings
-  lora            rank 2, alpha 4 on the 24 linear layers of the blocks (lesson 12's adapter)
+  lora            rank 2, alpha 4 on the 24 linear layers of the blocks (lesson 15's adapter)
   lora-r8         the same at rank 8 (over the 2 % budget: a check of whether rank is the limit)
   lora-emb        lora plus a rank-2 LoRA on the token embedding, which the tied LM head shares
 
@@ -155,7 +155,7 @@ def main():
     out = args.out or ROOT / "bench" / "results" / f"lora-sweep-cpu{threads}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({
-        "what": "lesson 12's fine-tuning swept over learning rates, steps and seeds (bench/lora_sweep.py)",
+        "what": "lesson 15's fine-tuning swept over learning rates, steps and seeds (bench/lora_sweep.py)",
         "torch": torch.__version__, "threads": threads, "seconds": round(time.time() - start, 1),
         "validation_windows": N_WINDOWS, "batch": BATCH, "block": BLOCK,
         "base": base_loss, "chosen_lr": chosen, "runs": runs, "recovery": recovery,

@@ -26,16 +26,17 @@ LESSONS = [
     (2, "Tensors & training", "张量 · 梯度", "I"),
     (3, "word2vec", "词向量", "I"),
     (4, "Sentence embeddings", "句向量 · 检索", "I"),
-    (5, "Tokenizers", "分词 · BPE", "II"),
-    (6, "Masks", "掩码", "II"),
-    (7, "Attention", "注意力", "II"),
-    (8, "Transformer", "编码器 · 解码器", "II"),
-    (9, "n-gram LMs", "语言模型", "III"),
-    (10, "Mini-GPT", "迷你 GPT", "III"),
-    (11, "Decoding", "采样策略", "III"),
-    (12, "Fine-tuning & LoRA", "微调 · LoRA", "IV"),
-    (13, "Kinds of learning", "学习的类型", "A"),
-    (14, "Notebook to project", "从笔记本到项目", "A"),
+    (5, "Images: a mini CLIP", "图像向量 · 多模态", "I"),
+    (6, "Tokenizers", "分词 · BPE", "II"),
+    (7, "Masks", "掩码", "II"),
+    (8, "Attention", "注意力", "II"),
+    (9, "Transformer", "编码器 · 解码器", "II"),
+    (10, "n-gram LMs", "语言模型", "III"),
+    (12, "Mini-GPT", "迷你 GPT", "III"),
+    (13, "Decoding", "采样策略", "III"),
+    (15, "Fine-tuning & LoRA", "微调 · LoRA", "IV"),
+    (17, "Kinds of learning", "学习的类型", "A"),
+    (18, "Notebook to project", "从笔记本到项目", "A"),
 ]
 
 # lesson -> the earlier lessons it uses directly.
@@ -44,16 +45,17 @@ BUILDS_ON = {
     2: [],
     3: [1, 2],
     4: [3],
-    5: [1],
-    6: [5],
-    7: [2, 6],
-    8: [7],
-    9: [5],
-    10: [8, 9],
-    11: [10],
-    12: [10],
-    13: [2],
-    14: [10],
+    5: [2, 4],
+    6: [1],
+    7: [6],
+    8: [2, 7],
+    9: [8],
+    10: [6],
+    12: [9, 10],
+    13: [12],
+    15: [12],
+    17: [2],
+    18: [12],
 }
 
 PART_COLOURS = {"I": "#dbeafe", "II": "#dcfce7", "III": "#fef3c7", "IV": "#fce7f3", "A": "#ede9fe"}
@@ -61,13 +63,13 @@ PART_NAMES = {"I": "Part I — Text becomes numbers", "II": "Part II — From to
               "III": "Part III — Language models", "IV": "Part IV — Adapting a model", "A": "Appendices"}
 COLUMN = {"I": 0, "II": 1, "III": 2, "IV": 3, "A": 4}
 # Row of each lesson inside its part's column.
-ROW = {1: 0, 2: 1, 3: 2, 4: 3, 5: 0, 6: 1, 7: 2, 8: 3, 9: 0, 10: 1.5, 11: 3, 12: 1.5, 13: 0.5, 14: 2.5}
+ROW = {1: 0, 2: 1, 3: 2, 4: 3, 5: 4, 6: 0, 7: 1, 8: 2, 9: 3, 10: 0, 12: 2, 13: 3, 15: 1, 17: 0.5, 18: 2.5}
 
 
 def draw(path: Path = OUT) -> None:
     setup_matplotlib()
     plt.rcParams["svg.hashsalt"] = "encoding-the-world"  # stable element ids: the file repeats byte for byte
-    fig, ax = plt.subplots(figsize=(13, 5.8))
+    fig, ax = plt.subplots(figsize=(13, 7))
     width, height, dx, dy = 2.3, 0.78, 2.75, 1.25
     part_of = {number: part for number, _, _, part in LESSONS}
     centre = {n: (COLUMN[part_of[n]] * dx, -ROW[n] * dy) for n in ROW}
@@ -104,7 +106,7 @@ def draw(path: Path = OUT) -> None:
             ax.text(x, y - height / 2 - 0.12, f"after lesson {names}", ha="center", va="top", fontsize=8.5,
                     style="italic", color="#475569")
     ax.set_xlim(-width / 2 - 0.6, 4 * dx + width / 2 + 0.2)
-    ax.set_ylim(-3 * dy - height, 1.4)
+    ax.set_ylim(-max(ROW.values()) * dy - height, 1.4)
     ax.set_aspect("equal")
     ax.axis("off")
     fig.savefig(path, bbox_inches="tight", metadata={"Date": None} if path.suffix == ".svg" else None)

@@ -1,6 +1,6 @@
 """Scaled dot-product attention, multi-head attention and sinusoidal positional encoding.
 
-Written out step by step in lesson 7, which checks them against
+Written out step by step in lesson 8, which checks them against
 `torch.nn.functional.scaled_dot_product_attention` and `torch.nn.MultiheadAttention`.
 Masks follow encoding_world.masks: True where attention is allowed.
 """

@@ -1,6 +1,6 @@
 """Byte-pair encoding (BPE, 字节对编码): a small tokenizer trained from scratch, written to be read.
 
-Lesson 5 derives it step by step. The recipe:
+Lesson 6 derives it step by step. The recipe:
 
 1. **Pre-tokenize.** Cut the text into segments with the regular expression `PATTERN`: a run
    of word characters with at most one space in front (" cat", "秦川雄帝宅"), a run of
@@ -29,7 +29,7 @@ These rules (the regex, the alphabet sorted by code point after the special toke
 largest count first with ties to the smaller pair of ids, an existing string reusing its
 id, merges applied by rank) are those of the Hugging Face `tokenizers` library's
 `models.BPE` + `trainers.BpeTrainer` with `pre_tokenizers.Split(PATTERN, "isolated")` and the
-byte tokens as special tokens; lesson 5 checks that both learn the same merges.
+byte tokens as special tokens; lesson 6 checks that both learn the same merges.
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Choosing the next token (采样策略): greedy, temperature, top-k and top-p sampling (lesson 11).
+"""Choosing the next token (采样策略): greedy, temperature, top-k and top-p sampling (lesson 13).
 
 A language model gives, at each step, logits for every token of its vocabulary; a decoding
 strategy turns them into one chosen token. The pieces here work on logits [..., vocab] and
@@ -7,7 +7,7 @@ return logits of the same shape, with the tokens they drop set to -inf, so that 
 warpers" in) and end in softmax and torch.multinomial.
 
 Conventions (the same as transformers' TemperatureLogitsWarper, TopKLogitsWarper and
-TopPLogitsWarper, and as GPT.generate; lesson 11 checks them against both):
+TopPLogitsWarper, and as GPT.generate; lesson 13 checks them against both):
 
 * temperature 0 means greedy decoding (argmax). It is the limit of softmax(z / T) as T → 0;
   the formula itself would divide by zero. Among tied maxima, argmax takes the lowest id.

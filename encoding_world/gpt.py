@@ -2,7 +2,7 @@
 
 Token and position embeddings, a stack of pre-LN blocks with causal self-attention (the
 package's TransformerBlock), a final LayerNorm and a language-model head that shares its
-weights with the token embedding. Lesson 10 trains it on Tang poems; lesson 12 adapts it.
+weights with the token embedding. Lesson 12 trains it on Tang poems; lesson 15 adapts it.
 """
 import math
 from dataclasses import asdict, dataclass
@@ -111,7 +111,7 @@ class GPT(nn.Module):
 
         With stop_id, generation ends once every row has written it; rows that stopped
         earlier keep going until then, so cut each row at its first stop_id
-        (encoding_world.decoding.completions does). Lesson 11 derives these strategies.
+        (encoding_world.decoding.completions does). Lesson 13 derives these strategies.
         """
         check_number("temperature (0 means greedy)", temperature, low=0)
         if top_k is not None:

@@ -6,7 +6,7 @@
   `regret`), and a small deterministic grid world (`GridWorld`, `value_iteration`,
   `q_learning`, `greedy_policy`).
 
-Lesson 13 (13_kinds_of_learning) builds each piece step by step, checks k-means against
+Lesson 17 (17_kinds_of_learning) builds each piece step by step, checks k-means against
 scikit-learn's `KMeans` given the same starting centres, and imports them from here.
 Everything random takes a `numpy.random.Generator`, so a run repeats exactly.
 """

@@ -1,6 +1,6 @@
 """Character-level language-model data from the Tang poems: vocabulary, splits, batches.
 
-Lessons 9 (n-grams), 10 (the mini-GPT) and 12 (LoRA) use the same vocabulary and the same
+Lessons 10 (n-grams), 12 (the mini-GPT) and 15 (LoRA) use the same vocabulary and the same
 train/validation split, so their losses are comparable, in nats per character.
 Chinese is modelled character by character: a character is close to a morpheme, the
 poems' lines have fixed character counts, and a few thousand characters cover almost all

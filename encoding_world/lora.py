@@ -1,4 +1,4 @@
-"""LoRA (low-rank adaptation) for the book's models, in plain PyTorch (lesson 12).
+"""LoRA (low-rank adaptation) for the book's models, in plain PyTorch (lesson 15).
 
 A frozen linear layer y = x·Wᵀ gets a trainable low-rank bypass:
 
@@ -20,7 +20,7 @@ model starts out identical to the base. Only A and B train, and only they are sa
 An embedding table E [num_embeddings, dim] is adapted the same way (LoRAEmbedding):
 E′ = E + (α/r)·B·A with A: [r, dim], B: [num_embeddings, r], so a token's vector moves by
 (α/r)·B[token]·A. When the model's output layer is tied to the embedding (the GPT's
-lm_head *is* token_embedding, lesson 10), targeting the embedding adapts both: the head
+lm_head *is* token_embedding, lesson 12), targeting the embedding adapts both: the head
 computes h·E′ᵀ with the same A and B (TiedLoRAHead), and merging changes the one shared
 matrix, as it should.
 

@@ -4,7 +4,7 @@ A real training project rarely learns from one corpus. It keeps one dataset clas
 source (each knows how to read its own files and cut them into examples) and one mixing
 dataset that, for every example it hands out, first picks a source with given *sampling
 rates* and then an example from that source. LISA's ``HybridDataset`` with
-``--sample_rates 9,3,3,1`` is such a mixer; lesson 14 writes this one out step by step.
+``--sample_rates 9,3,3,1`` is such a mixer; lesson 18 writes this one out step by step.
 
 * ``PoemWindows`` — fixed-length windows of character ids cut from poems, as (input,
   target) pairs for next-character prediction; ``PoemWindows.tang`` / ``PoemWindows.song``

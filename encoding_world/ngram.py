@@ -1,11 +1,11 @@
-"""Count-based n-gram language models (n 元语言模型) of a stream of token ids (lesson 9).
+"""Count-based n-gram language models (n 元语言模型) of a stream of token ids (lesson 10).
 
 An n-gram model predicts each token from the n − 1 tokens before it:
 
     P(x_t | x_1 … x_{t−1}) ≈ P(x_t | x_{t−n+1} … x_{t−1})
 
 and estimates that probability by counting, in a training stream, how often each n-gram
-(a context of n − 1 tokens followed by one more token) occurs. Lesson 9 derives the pieces
+(a context of n − 1 tokens followed by one more token) occurs. Lesson 10 derives the pieces
 step by step; this module is the fast version the lessons import.
 
 Conventions

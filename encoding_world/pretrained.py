@@ -185,7 +185,7 @@ def card_markdown(card: dict) -> str:
     return f"""# Model card: the book's pretrained mini-GPT
 
 A character-level, decoder-only Transformer (`encoding_world.gpt.GPT`) trained on the Tang
-poems of `data/tang_poems.tsv`. Lessons 10, 11 and 12 load it with
+poems of `data/tang_poems.tsv`. Lessons 12, 13 and 15 load it with
 `encoding_world.pretrained.load_pretrained()`. The figures below are also in
 `minigpt_tang.json`; `tests/test_pretrained.py` recomputes the validation loss and checks it.
 
@@ -200,7 +200,7 @@ poems of `data/tang_poems.tsv`. Lessons 10, 11 and 12 load it with
 | data | `{card["data"]["file"]}` (SHA-256 `{card["data"]["sha256"]}`); every 20th poem held out: {card["data"]["train_characters"]:,} training and {card["data"]["validation_characters"]:,} validation characters |
 | validation loss | **{card["validation_loss"]:.4f} nats/character** over the whole validation stream (windows of {m["block_size"]}); {card["validation_loss_during_training"]:.4f} on the first {card["validation_windows_during_training"]:,} windows at the last evaluation during training |
 
-For comparison (lesson 9, same split and vocabulary): the uniform model scores ln 3000 =
+For comparison (lesson 10, same split and vocabulary): the uniform model scores ln 3000 =
 8.0064 and the best n-gram model (Kneser–Ney 5-gram) 4.9973 nats/character.
 
 Limits: it has read only Tang poems, it writes plausible-looking lines that are often

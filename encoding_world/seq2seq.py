@@ -1,4 +1,4 @@
-"""A small encoder–decoder Transformer for translation (T5-like), built in lesson 8.
+"""A small encoder–decoder Transformer for translation (T5-like), built in lesson 9.
 
 The model is assembled from the package's pieces: `TokenEmbedding` for the source and the
 target, an `Encoder` (bidirectional self-attention over the source), a `Decoder` (causal

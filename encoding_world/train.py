@@ -71,7 +71,7 @@ CONFIGS = {
     "tiny": TrainConfig(vocab_size=400, block_size=32, n_layer=2, n_head=2, d_model=32, batch_size=16,
                         max_steps=200, warmup_steps=10, eval_every=50, eval_windows=32,
                         checkpoint_every=25, max_poems=2000),
-    # Lesson 10's configuration: about 40 seconds on 2 idle CPU cores (300 steps of ~0.11 s, plus
+    # Lesson 12's configuration: about 40 seconds on 2 idle CPU cores (300 steps of ~0.11 s, plus
     # 10 evaluations), so that the whole lesson fits its 90-second budget; by the end it is well
     # below the unigram baseline and still improving.
     "lesson": TrainConfig(vocab_size=3000, block_size=64, n_layer=2, n_head=4, d_model=128, batch_size=32,

@@ -1,7 +1,7 @@
-"""The Transformer block and the encoder and decoder stacks built from it (lesson 8).
+"""The Transformer block and the encoder and decoder stacks built from it (lesson 9).
 
 Pre-LayerNorm blocks (normalise, then attend or feed forward, then add the residual), as in
-GPT-2 and most models since: they train stably without a learning-rate warm-up. Lesson 8
+GPT-2 and most models since: they train stably without a learning-rate warm-up. Lesson 9
 checks each block against torch.nn.TransformerEncoderLayer / DecoderLayer with
 `norm_first=True` and the same weights.
 """

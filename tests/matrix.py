@@ -9,7 +9,7 @@ switched on one machine by an environment variable, so one machine can stand in 
     python tests/matrix.py                      # every profile, every lesson (strict nbval)
     python tests/matrix.py --profiles ci        # the two profiles CI runs
     python tests/matrix.py --profiles reduced   # bf16 and float16 autocast on the CPU (asserts only)
-    python tests/matrix.py --profiles threads-1,aten-default notebooks/07_attention.ipynb
+    python tests/matrix.py --profiles threads-1,aten-default notebooks/08_attention.ipynb
     python tests/matrix.py --list               # the profiles and what each sets
 
 Every profile runs `pytest --nbval` in a fresh process with its variables set (the lessons'

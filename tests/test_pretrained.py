@@ -13,7 +13,7 @@ from encoding_world.pretrained import (CARD_TEXT, WEIGHTS, export, full_validati
                                        model_card, sha256)
 from encoding_world.training import CheckpointError
 
-BEST_NGRAM = 4.9973  # lesson 9's Kneser-Ney 5-gram, nats per character on the same stream
+BEST_NGRAM = 4.9973  # lesson 10's Kneser-Ney 5-gram, nats per character on the same stream
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +49,7 @@ def test_weights_file_holds_only_tensors_and_text():
 
 def test_recomputed_validation_loss_matches_card(pretrained, data):
     model, vocab = pretrained
-    assert vocab.chars == data.vocab.chars, "the pretrained vocabulary must be the one lessons 9-12 build"
+    assert vocab.chars == data.vocab.chars, "the pretrained vocabulary must be the one lessons 10-15 build"
     assert model.lm_head.weight is model.token_embedding.weight
     loss = full_validation_loss(model, data.val, model.config.block_size)
     card = model_card()

@@ -1,4 +1,4 @@
-"""The encoder–decoder translator of lesson 8: masks, decoding, and that it can learn."""
+"""The encoder–decoder translator of lesson 9: masks, decoding, and that it can learn."""
 import pytest
 import torch
 import torch.nn.functional as F
