@@ -10,14 +10,16 @@ environment and runs every lesson in it as a Colab reader would.
     python -m encoding_world.colab pip-freeze.txt --os-info os-info.txt \\
         --source "googlecolab/backend-info at commit <sha>" --date 2026-08-19
 
-rewrites requirements-colab.txt from a newer freeze. It must run in the book's own
-environment (`make test` made it): the list of packages the book needs is walked from the
-dependencies that environment has installed.
+rewrites requirements-colab.txt from a newer freeze: pip resolves the book's dependencies
+(a dry run, reading the package index) with every package Colab holds held to Colab's
+version, and the file pins everything that resolution installs that Colab holds.
 """
 import argparse
+import json
 import re
+import subprocess
 import sys
-from importlib import metadata
+import tempfile
 from pathlib import Path
 
 from .data import REPO_ROOT
@@ -26,6 +28,10 @@ REQUIREMENTS = REPO_ROOT / "requirements-colab.txt"
 # What runs a lesson besides the book's dependencies: the kernel, and the pip and
 # setuptools that the launch cell's `pip install -e` uses.
 RUNTIME_ROOTS = ["ipykernel", "pip", "setuptools"]
+# The CUDA runtime that PyPI's torch wheel for Linux requires. Colab's CPU runtime has the
+# +cpu build of torch, which needs none of it; the rehearsal installs PyPI's build, and with
+# it these, whatever versions Colab holds of them for other libraries.
+CUDA_RUNTIME = re.compile(r"^(nvidia-.*|cuda-.*|triton)$")
 
 
 def normalize(name: str) -> str:
@@ -58,19 +64,6 @@ def parse_freeze(text: str) -> dict[str, str]:
     return versions
 
 
-def _requirement_names(dist: metadata.Distribution) -> list[str]:
-    """Names of the distributions `dist` requires, without extras, markers evaluated."""
-    from packaging.requirements import Requirement
-
-    names = []
-    for text in dist.requires or []:
-        req = Requirement(text)
-        if req.marker is not None and not req.marker.evaluate({"extra": ""}):
-            continue
-        names.append(normalize(req.name))
-    return names
-
-
 def project_dependencies() -> list[str]:
     """The names in pyproject.toml's `dependencies` (the ranges readers install)."""
     import tomllib
@@ -81,34 +74,31 @@ def project_dependencies() -> list[str]:
     return [normalize(Requirement(text).name) for text in project["dependencies"]]
 
 
-def needed_packages(roots: list[str], colab: dict[str, str]) -> set[str]:
-    """Every distribution the `roots` need in Colab, walked through the installed requirements.
-
-    The walk reads this environment's (newer) versions, whose requirements can differ from
-    those of Colab's versions. So below a package that Colab holds, only packages Colab
-    also holds are followed (Colab's own version is installed with what it needs); below
-    one that Colab lacks, everything is, since the launch cell installs it all.
-    """
-    needed, todo = set(), [normalize(r) for r in roots]
-    while todo:
-        name = todo.pop()
-        if name in needed:
-            continue
-        needed.add(name)
-        try:
-            dist = metadata.distribution(name)
-        except metadata.PackageNotFoundError:
-            raise RuntimeError(f"{name} is not installed here: run this in the book's environment "
-                               "(`make test` creates .venv), where every dependency is installed") from None
-        todo.extend(child for child in _requirement_names(dist) if child in colab or name not in colab)
-    return needed
+def resolve(roots: list[str], colab: dict[str, str], python: str = sys.executable) -> dict[str, str]:
+    """{name: version} of everything pip installs for `roots` into an empty environment when
+    every package that Colab holds is held to Colab's version (a dry run: nothing is
+    installed, but pip reads the packages' metadata from the index)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        constraints = Path(tmp) / "colab-constraints.txt"
+        constraints.write_text("".join(f"{name}=={version.split('+', 1)[0]}\n"
+                                       for name, version in sorted(colab.items())
+                                       if not CUDA_RUNTIME.match(name)), encoding="utf-8")
+        report = Path(tmp) / "report.json"
+        result = subprocess.run([python, "-m", "pip", "install", "--dry-run", "--ignore-installed", "-q",
+                                 "--report", str(report), "-c", str(constraints), *roots],
+                                capture_output=True, text=True)
+        if result.returncode != 0:
+            raise RuntimeError(f"pip could not resolve {roots} with Colab's versions:\n{result.stderr[-3000:]}")
+        install = json.loads(report.read_text(encoding="utf-8"))["install"]
+    return {normalize(item["metadata"]["name"]): item["metadata"]["version"] for item in install}
 
 
-def render(colab: dict[str, str], needed: set[str], *, source: str, date: str, python: str,
+def render(colab: dict[str, str], needed: dict[str, str], *, source: str, date: str, python: str,
            system: str) -> str:
-    """The text of requirements-colab.txt."""
+    """The text of requirements-colab.txt, from Colab's versions and the resolved `needed`."""
+    needed = {n: v for n, v in needed.items() if not CUDA_RUNTIME.match(n)}
     held = sorted(n for n in needed if n in colab)
-    lacking = sorted(n for n in needed if n not in colab)
+    lacking = [f"{n} {needed[n]}" for n in sorted(needed) if n not in colab]
     lines = [
         "# The versions Google Colab's runtime holds of every package the book needs: its",
         "# dependencies, what they depend on, and the kernel and pip that run a lesson.",
@@ -119,7 +109,8 @@ def render(colab: dict[str, str], needed: set[str], *, source: str, date: str, p
         "# installs these into a fresh environment and runs every lesson as a Colab reader would.",
         "# Colab's torch is the +cpu (or +cuXXX) build of PyTorch's index; PyPI's build of the",
         "# same release stands in for it.",
-        f"# Not in Colab (the lesson's launch cell installs them): {', '.join(lacking) or 'none'}",
+        "# Not in Colab, so installed from PyPI as resolved (the launch cell installs those that",
+        f"# the book requires): {', '.join(lacking) or 'none'}",
     ]
     for name in held:
         version = colab[name].split("+", 1)[0]
@@ -147,6 +138,8 @@ def main(argv=None) -> int:
     parser.add_argument("--source", required=True, help='e.g. "googlecolab/backend-info at commit a724079"')
     parser.add_argument("--date", required=True, help="the date of that commit, YYYY-MM-DD")
     parser.add_argument("--output", type=Path, default=REQUIREMENTS)
+    parser.add_argument("--python", default=sys.executable,
+                        help="the Python whose pip resolves the dependencies (Colab's version if you have it)")
     args = parser.parse_args(argv)
 
     os_info = [l.strip() for l in args.os_info.read_text(encoding="utf-8").splitlines()
@@ -156,11 +149,12 @@ def main(argv=None) -> int:
         parser.error(f"{args.os_info} names no Python version (a line 'Python 3.x.y')")
     system = os_info[0]
     colab = parse_freeze(args.freeze.read_text(encoding="utf-8"))
-    needed = needed_packages(project_dependencies() + RUNTIME_ROOTS, colab)
+    needed = resolve(project_dependencies() + RUNTIME_ROOTS, colab, args.python)
     args.output.write_text(render(colab, needed, source=args.source, date=args.date,
                                   python=python, system=system), encoding="utf-8")
-    print(f"wrote {args.output} ({sum(n in colab for n in needed)} packages from Colab, "
-          f"{sum(n not in colab for n in needed)} that Colab lacks)")
+    lacking = sorted(n for n in needed if n not in colab and not CUDA_RUNTIME.match(n))
+    print(f"wrote {args.output}: {sum(n in colab for n in needed)} packages at Colab's versions; "
+          f"not in Colab: {', '.join(lacking) or 'none'} (and the CUDA runtime of PyPI's torch)")
     return 0
 
 

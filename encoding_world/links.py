@@ -57,7 +57,8 @@ def pages_url() -> str:
 def setup_cell_source() -> str:
     """The first code cell of every lesson.
 
-    In Colab it clones the book and installs it with pip, pinning Colab's own torch and
+    In Colab it clones the book and installs it with pip, quietly (a reader's first sight of
+    the book should be the lesson, not installer output), pinning Colab's own torch and
     numpy so that pip can only add what Colab lacks (gensim, and the book's package): if a
     future lower bound ever excluded Colab's torch or numpy, the install fails with pip's
     message instead of downloading a replacement.
@@ -68,7 +69,7 @@ def setup_cell_source() -> str:
 import os, subprocess, sys
 if "google.colab" in sys.modules:
     if not os.path.isdir("{CHECKOUT}"):
-        subprocess.run(["git", "clone", "--depth", "1", "--branch", "{branch}",
+        subprocess.run(["git", "clone", "-q", "--depth", "1", "--branch", "{branch}",
                         "{url}", "{CHECKOUT}"], check=True)
         from importlib.metadata import version
         keep = [f"{{name}}=={{version(name)}}" for name in ("torch", "numpy")]

@@ -48,9 +48,7 @@ RECORD_START = "<!-- colab-check: start (written by `make colab-check`) -->"
 RECORD_END = "<!-- colab-check: end -->"
 MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
-# Packages the rehearsal environment holds that a Colab runtime does not and that no
-# lesson uses: PyPI's torch wheel for Linux is the CUDA build, which brings these along.
-CUDA_EXTRAS = re.compile(r"^(nvidia-.*|cuda-.*|triton)$")
+CUDA_EXTRAS = colab.CUDA_RUNTIME
 
 
 def say(*args):
@@ -89,7 +87,8 @@ FREEZE = ("import json, importlib.metadata as m; "
 
 
 def freeze(python: Path) -> dict[str, str]:
-    raw = json.loads(sh([str(python), "-c", FREEZE]))
+    # -I: not the current folder, whose encoding_world.egg-info would count as installed.
+    raw = json.loads(sh([str(python), "-I", "-c", FREEZE]))
     return {colab.normalize(name): version for name, version in raw.items()}
 
 
@@ -102,7 +101,7 @@ def installed_mb(python: Path, names: list[str]) -> float:
             "        p = f.locate()\n"
             "        total += p.stat().st_size if p.is_file() else 0\n"
             "print(total)")
-    return int(sh([str(python), "-c", code, *names])) / 1e6 if names else 0.0
+    return int(sh([str(python), "-I", "-c", code, *names])) / 1e6 if names else 0.0
 
 
 def build_venv(venv: Path, python: str, env: dict) -> Path:
@@ -398,7 +397,9 @@ def main(argv=None) -> int:
                                       kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(kernel_dir.parent)]))
 
         env = {**base_env, "IPYTHONDIR": str(ipython_dir), "HF_HOME": str(home / "hf"),
-               "HF_HUB_OFFLINE": "1", "GIT_CONFIG_NOSYSTEM": "1", "MPLCONFIGDIR": str(home / "mpl")}
+               "HF_HUB_OFFLINE": "1", "GIT_CONFIG_NOSYSTEM": "1", "MPLCONFIGDIR": str(home / "mpl"),
+               # Silences a note of the kernel's debugger on its own stderr (not a cell's).
+               "PYDEVD_DISABLE_FILE_VALIDATION": "1"}
         stale_cells = 0
         results = []
         for name in lessons:

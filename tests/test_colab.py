@@ -39,7 +39,8 @@ def test_parse_freeze_reads_pins_and_pytorch_index_wheels():
 
 
 def test_render_and_read_back(tmp_path):
-    text = colab.render({"numpy": "2.1.3", "torch": "2.11.0+cpu"}, {"numpy", "torch", "gensim"},
+    text = colab.render({"numpy": "2.1.3", "torch": "2.11.0+cpu"},
+                        {"numpy": "2.1.3", "torch": "2.11.0", "gensim": "4.4.0", "nvidia-nccl-cu13": "2.28.9"},
                         source="googlecolab/backend-info at commit abc", date="2026-08-19",
                         python="3.13.15", system="Ubuntu 22.04.5 LTS")
     path = tmp_path / "requirements-colab.txt"
@@ -47,7 +48,7 @@ def test_render_and_read_back(tmp_path):
     pins, header = colab.read_requirements(path)
     assert pins == {"numpy": "2.1.3", "torch": "2.11.0"}  # PyPI's build stands in for +cpu
     assert header["colab-python"] == "3.13.15"
-    assert "Not in Colab (the lesson's launch cell installs them): gensim" in text
+    assert "# the book requires): gensim 4.4.0" in text
 
 
 def test_requirements_colab_names_its_source_and_every_dependency():
@@ -55,7 +56,7 @@ def test_requirements_colab_names_its_source_and_every_dependency():
     text = colab.REQUIREMENTS.read_text(encoding="utf-8")
     assert "googlecolab/backend-info at commit" in text and "dated 20" in text
     assert header["colab-python"].startswith("3.")
-    lacking = next(l for l in text.splitlines() if l.startswith("# Not in Colab"))
+    lacking = next(l for l in text.splitlines() if l.startswith("# the book requires"))
     for name in project_requirements():
         assert name in pins or name in lacking, f"{name}: neither pinned from Colab nor listed as missing"
     for name in colab.RUNTIME_ROOTS:
@@ -108,7 +109,7 @@ def colab_cell_effects(monkeypatch):
 def test_launch_cell_in_colab_clones_and_installs_keeping_torch_and_numpy(colab_cell_effects):
     url, branch = links.repository()
     clone, install, chdir = colab_cell_effects
-    assert clone == ["git", "clone", "--depth", "1", "--branch", branch, url, links.CHECKOUT]
+    assert clone == ["git", "clone", "-q", "--depth", "1", "--branch", branch, url, links.CHECKOUT]
     assert install[1:6] == ["-m", "pip", "install", "-q", "-e"] and install[6] == links.CHECKOUT
     assert install[7:] == [f"torch=={metadata.version('torch')}", f"numpy=={metadata.version('numpy')}"]
     assert chdir == ["chdir", f"{links.CHECKOUT}/notebooks"]
