@@ -226,3 +226,11 @@ def test_search_finds_the_lessons(browser, site_url, query, lessons):
     assert problems == []
     # The interface stays English: only the index speaks Chinese.
     assert page.locator("html").get_attribute("lang") == "en"
+
+
+def test_every_page_names_its_published_address(built_site):
+    """html.baseurl (written by `make links`) gives each page its canonical address on
+    GitHub Pages, so search engines credit the published site rather than a copy."""
+    for lesson in LESSONS:
+        page = (HTML / "notebooks" / f"{lesson.stem}.html").read_text(encoding="utf-8")
+        assert f'<link rel="canonical" href="{links.pages_url()}notebooks/{lesson.stem}.html" />' in page
