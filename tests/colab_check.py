@@ -202,6 +202,7 @@ def run_lesson(name: str, reference: Path, setup_cell: str, lesson_dir: Path,
                km_factory, env: dict, vpython: Path, baseline: dict) -> dict:
     import nbformat
     from nbclient import NotebookClient
+    from jupyter_core.utils import run_sync
     from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 
     content = lesson_dir / "content"
@@ -214,7 +215,8 @@ def run_lesson(name: str, reference: Path, setup_cell: str, lesson_dir: Path,
     result = {"lesson": name, "cell_as_committed": cell.source == setup_cell}
     cell.source = setup_cell.replace(links.CHECKOUT, str(checkout))
 
-    client = NotebookClient(nb, timeout=900, km=km_factory(), allow_errors=False,
+    km = km_factory()
+    client = NotebookClient(nb, timeout=900, km=km, allow_errors=False,
                             resources={"metadata": {"path": str(content)}})
     start = time.time()
     error = ""
@@ -222,6 +224,10 @@ def run_lesson(name: str, reference: Path, setup_cell: str, lesson_dir: Path,
         client.execute(env=env)
     except (CellExecutionError, CellTimeoutError, DeadKernelError) as exc:
         error = first_error(nb) or f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+    finally:
+        # nbclient leaves a kernel manager it was given running: end the kernel here.
+        if km.has_kernel:
+            run_sync(km.shutdown_kernel)(now=True)
     result["seconds"] = time.time() - start
 
     execution = cell.metadata.get("execution", {})
