@@ -24,6 +24,7 @@ README_START = "<!-- links: start (written by `python -m encoding_world.links`) 
 README_END = "<!-- links: end -->"
 SITE_START = "<!-- site: start (written by `python -m encoding_world.links`) -->"
 SITE_END = "<!-- site: end -->"
+PDF_NAME = "encoding-the-world.pdf"  # `make pdf`; deploy.yml publishes it beside the site
 
 
 def repository() -> tuple[str, str]:
@@ -79,7 +80,8 @@ if "google.colab" in sys.modules:
 
 
 def site_block() -> str:
-    return "\n".join([SITE_START, f"The book is published at **<{pages_url()}>**.", SITE_END])
+    return "\n".join([SITE_START, f"The book is published at **<{pages_url()}>**, and as one PDF at "
+                                   f"<{pages_url()}{PDF_NAME}>.", SITE_END])
 
 
 def config_with_baseurl(text: str, baseurl: str) -> str:

@@ -77,3 +77,19 @@ def test_deploy_workflow_builds_the_book_and_publishes_it_to_pages():
     assert upload["with"]["path"] == "_build/html"
     assert deploy["needs"] == "build" and deploy["environment"]["name"] == "github-pages"
     assert any(s.get("uses", "").startswith("actions/deploy-pages@") for s in steps(deploy))
+
+
+def test_deploy_publishes_the_pdf_that_make_pdf_builds_where_the_readme_says():
+    from encoding_world import links
+
+    config = yaml.safe_load((REPO_ROOT / "_config.yml").read_text(encoding="utf-8"))
+    assert config["latex"]["latex_documents"]["targetname"] == links.PDF_NAME.replace(".pdf", ".tex")
+    build = load("deploy.yml")["jobs"]["build"]
+    pdf = next(s for s in steps(build) if "make pdf" in s.get("run", ""))
+    assert f"cp _build/latex/{links.PDF_NAME} _build/html/" in pdf["run"]
+    # After the HTML is built, before it is uploaded; a failed PDF must not stop the site.
+    names = [s.get("run", s.get("uses", "")) for s in steps(build)]
+    assert names.index("make book") < names.index(pdf["run"]) < next(
+        i for i, n in enumerate(names) if n.startswith("actions/upload-pages-artifact@"))
+    assert pdf["continue-on-error"] is True
+    assert f"{links.pages_url()}{links.PDF_NAME}" in (REPO_ROOT / "README.md").read_text(encoding="utf-8")
