@@ -25,9 +25,10 @@ from pathlib import Path
 from .data import REPO_ROOT
 
 REQUIREMENTS = REPO_ROOT / "requirements-colab.txt"
-# What runs a lesson besides the book's dependencies: the kernel, and the pip and
-# setuptools that the launch cell's `pip install -e` uses.
-RUNTIME_ROOTS = ["ipykernel", "pip", "setuptools"]
+# What runs a lesson besides the book's dependencies: the kernel, the pip and setuptools
+# that the launch cell's `pip install -e` uses, and pytest, which lesson 14 runs on the
+# book's own tests (Colab has it; the book does not require it).
+RUNTIME_ROOTS = ["ipykernel", "pip", "setuptools", "pytest"]
 # The CUDA runtime that PyPI's torch wheel for Linux requires. Colab's CPU runtime has the
 # +cpu build of torch, which needs none of it; the rehearsal installs PyPI's build, and with
 # it these, whatever versions Colab holds of them for other libraries.

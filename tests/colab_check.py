@@ -229,6 +229,7 @@ def run_lesson(name: str, reference: Path, setup_cell: str, lesson_dir: Path,
         if km.has_kernel:
             run_sync(km.shutdown_kernel)(now=True)
     result["seconds"] = time.time() - start
+    result["load"] = os.getloadavg()[1]  # the machine's 5-minute load while the lesson ran
 
     execution = cell.metadata.get("execution", {})
     try:
@@ -298,10 +299,13 @@ def report(results: list[dict], commit: str, header: dict, diffs: list[str], pyt
     installed = sorted({f"{n} {v}" for r in results for n, v in r["installed"].items()})
     mb = max((r["installed_mb"] for r in results), default=0)
     secs = sorted(r["launch_seconds"] for r in launch)
+    load = sum(r["load"] for r in results) / len(results) if results else 0
     lines = [
         f"Run {datetime.date.today().isoformat()} on commit `{commit[:12]}`, Colab's versions as of "
         f"{header.get('colab-source', 'requirements-colab.txt')} (Python {python_version}, CPU): "
-        f"**{passed} of {len(results)} lessons pass**.",
+        f"**{passed} of {len(results)} lessons pass**. Seconds are wall-clock on {os.cpu_count()} cores "
+        f"with a mean load average of {load:.1f} (other work shares the machine when it is above "
+        f"{os.cpu_count()}).",
         "",
         "| lesson | passed | seconds | first error |",
         "| --- | --- | --- | --- |",
