@@ -8,7 +8,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: book test outputs links clean
+.PHONY: book test outputs links colab-check pdf clean
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,19 @@ outputs: $(STAMP)
 # Rewrite the Colab cell and README links after changing repository.url in _config.yml.
 links: $(STAMP)
 	$(BIN)/python -m encoding_world.links
+
+# The whole book as one PDF, _build/latex/encoding-the-world.pdf, through XeLaTeX (about
+# 3 minutes). Not part of `make book`: it needs TeX Live and ImageMagick, on Debian/Ubuntu
+#   apt-get install texlive-xetex texlive-lang-chinese texlive-latex-extra latexmk \
+#                   fonts-freefont-otf imagemagick
+pdf: $(STAMP)
+	$(BIN)/jupyter-book build . --builder pdflatex
+
+# Rehearse every lesson as a Colab reader runs it: Colab's versions (requirements-colab.txt)
+# in a fresh environment, launch cell included; records the table in tests/README.md.
+# About 20 minutes on 2 cores and a few GB of downloads (PyPI's torch); not part of `make test`.
+colab-check: $(STAMP)
+	$(BIN)/python tests/colab_check.py --record
 
 clean:
 	rm -rf _build

@@ -2,7 +2,8 @@
 
 `_config.yml` (`repository.url`, `repository.branch`) is the only place the repository's
 address is written by hand. This module derives from it the Colab set-up cell that opens
-every lesson, and the clone and Colab links in README.md.
+every lesson, the clone and Colab links in README.md, and the address where GitHub Pages
+publishes the site (in README.md, and as `html.baseurl` in `_config.yml`).
 
     python -m encoding_world.links          # rewrite them after changing _config.yml
     python -m encoding_world.links --check  # fail if any is out of date (a test runs this)
@@ -21,6 +22,9 @@ SETUP_MARKER = "# Colab set-up"
 SETUP_TAGS = ["hide-input"]  # folded away on the book's pages; it matters only in Colab
 README_START = "<!-- links: start (written by `python -m encoding_world.links`) -->"
 README_END = "<!-- links: end -->"
+SITE_START = "<!-- site: start (written by `python -m encoding_world.links`) -->"
+SITE_END = "<!-- site: end -->"
+PDF_NAME = "encoding-the-world.pdf"  # `make pdf`; deploy.yml publishes it beside the site
 
 
 def repository() -> tuple[str, str]:
@@ -42,18 +46,74 @@ def colab_url(notebook: str) -> str:
            f"/blob/{branch}/notebooks/{notebook}"
 
 
+def pages_url() -> str:
+    """The address where GitHub Pages publishes the book built from the repository."""
+    url, _ = repository()
+    owner, name = url.removeprefix("https://github.com/").split("/")
+    host = f"{owner.lower()}.github.io"
+    # A repository named OWNER.github.io is served at the root of that host.
+    return f"https://{host}/" if name.lower() == host else f"https://{host}/{name}/"
+
+
 def setup_cell_source() -> str:
+    """The first code cell of every lesson.
+
+    In Colab it clones the book and installs it with pip, quietly (a reader's first sight of
+    the book should be the lesson, not installer output), pinning Colab's own torch and
+    numpy so that pip can only add what Colab lacks (gensim, and the book's package): if a
+    future lower bound ever excluded Colab's torch or numpy, the install fails with pip's
+    message instead of downloading a replacement.
+    """
     url, branch = repository()
     return f'''{SETUP_MARKER}: in Google Colab, fetch the book's code and data and install what
-# Colab lacks. From a checkout of the book this cell does nothing.
+# Colab lacks, keeping Colab's own torch and numpy. From a checkout this cell does nothing.
 import os, subprocess, sys
 if "google.colab" in sys.modules:
     if not os.path.isdir("{CHECKOUT}"):
-        subprocess.run(["git", "clone", "--depth", "1", "--branch", "{branch}",
+        subprocess.run(["git", "clone", "-q", "--depth", "1", "--branch", "{branch}",
                         "{url}", "{CHECKOUT}"], check=True)
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", "{CHECKOUT}"], check=True)
+        from importlib.metadata import version
+        keep = [f"{{name}}=={{version(name)}}" for name in ("torch", "numpy")]
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", "{CHECKOUT}", *keep], check=True)
     sys.path.insert(0, "{CHECKOUT}")
     os.chdir("{CHECKOUT}/notebooks")'''
+
+
+def site_block() -> str:
+    return "\n".join([SITE_START, f"The book is published at **<{pages_url()}>**, and as one PDF at "
+                                   f"<{pages_url()}{PDF_NAME}>.", SITE_END])
+
+
+def config_with_baseurl(text: str, baseurl: str) -> str:
+    """The text of _config.yml with `html.baseurl` set to `baseurl`, comments and order kept."""
+    lines = text.splitlines()
+    start = next((i for i, line in enumerate(lines) if re.fullmatch(r"html:\s*(#.*)?", line)), None)
+    if start is None:
+        raise ValueError("_config.yml has no top-level `html:` section to hold `baseurl`")
+    end = next((i for i in range(start + 1, len(lines))
+                if lines[i].strip() and not lines[i].startswith((" ", "#"))), len(lines))
+    entry = f"  baseurl: {baseurl}"
+    for i in range(start + 1, end):
+        if re.match(r"\s+baseurl\s*:", lines[i]):
+            lines[i] = entry
+            break
+    else:
+        lines.insert(start + 1, entry)
+    return "\n".join(lines) + "\n"
+
+
+def _config_baseurl() -> str | None:
+    import yaml
+
+    config = yaml.safe_load((REPO_ROOT / "_config.yml").read_text(encoding="utf-8"))
+    return (config.get("html") or {}).get("baseurl")
+
+
+def _replace_block(text: str, start: str, end: str, block: str, where: str) -> str:
+    pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.S)
+    if not pattern.search(text):
+        raise ValueError(f"{where} lacks the markers {start!r} … {end!r}")
+    return pattern.sub(lambda _: block, text)
 
 
 def readme_block() -> str:
@@ -114,8 +174,10 @@ def stale_files() -> list[Path]:
         if "".join(cell["source"]) != source or cell["metadata"].get("tags") != SETUP_TAGS:
             stale.append(path)
     readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
-    if readme_block() not in readme:
+    if readme_block() not in readme or site_block() not in readme:
         stale.append(REPO_ROOT / "README.md")
+    if _config_baseurl() != pages_url():
+        stale.append(REPO_ROOT / "_config.yml")
     return stale
 
 
@@ -136,13 +198,16 @@ def write_links() -> list[Path]:
         changed.append(path)
     readme_path = REPO_ROOT / "README.md"
     readme = readme_path.read_text(encoding="utf-8")
-    pattern = re.compile(re.escape(README_START) + ".*?" + re.escape(README_END), re.S)
-    if not pattern.search(readme):
-        raise ValueError(f"README.md lacks the markers {README_START!r} … {README_END!r}")
-    new = pattern.sub(lambda _: readme_block(), readme)
+    new = _replace_block(readme, README_START, README_END, readme_block(), "README.md")
+    new = _replace_block(new, SITE_START, SITE_END, site_block(), "README.md")
     if new != readme:
         readme_path.write_text(new, encoding="utf-8")
         changed.append(readme_path)
+    config_path = REPO_ROOT / "_config.yml"
+    if _config_baseurl() != pages_url():
+        config = config_path.read_text(encoding="utf-8")
+        config_path.write_text(config_with_baseurl(config, pages_url()), encoding="utf-8")
+        changed.append(config_path)
     return changed
 
 

@@ -1,6 +1,8 @@
 """Every link to the repository is derived from _config.yml and up to date."""
 import json
 
+import pytest
+
 from encoding_world import links
 from encoding_world.data import REPO_ROOT
 
@@ -55,3 +57,31 @@ def test_colab_badges_in_readme_name_every_lesson():
     for nb in (REPO_ROOT / "notebooks").glob("*.ipynb"):
         assert links.colab_url(nb.name) in readme
         json.loads(nb.read_text(encoding="utf-8"))
+
+
+def test_pages_address_is_derived_from_the_repository(tmp_path, monkeypatch):
+    monkeypatch.setattr(links, "REPO_ROOT", tmp_path)
+    for url, pages in [("https://github.com/Some-One/fork", "https://some-one.github.io/fork/"),
+                       ("https://github.com/someone/someone.github.io", "https://someone.github.io/")]:
+        (tmp_path / "_config.yml").write_text(f"repository:\n  url: {url}\n", encoding="utf-8")
+        assert links.pages_url() == pages
+
+
+def test_baseurl_is_written_into_config_keeping_its_comments():
+    text = "title: T\n# about html\nhtml:\n  # a comment\n  favicon: f.png\nsphinx:\n  config: {}\n"
+    once = links.config_with_baseurl(text, "https://a.github.io/b/")
+    assert once == ("title: T\n# about html\nhtml:\n  baseurl: https://a.github.io/b/\n  # a comment\n"
+                    "  favicon: f.png\nsphinx:\n  config: {}\n")
+    again = links.config_with_baseurl(once, "https://c.github.io/d/")
+    assert again == once.replace("https://a.github.io/b/", "https://c.github.io/d/")
+    with pytest.raises(ValueError, match="html"):
+        links.config_with_baseurl("title: T\n", "https://a.github.io/b/")
+
+
+def test_readme_and_config_name_the_published_address():
+    import yaml
+
+    config = yaml.safe_load((REPO_ROOT / "_config.yml").read_text(encoding="utf-8"))
+    assert config["html"]["baseurl"] == links.pages_url()
+    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    assert links.site_block() in readme and links.pages_url() in readme

@@ -198,3 +198,39 @@ def test_prose_page(browser, site_url, stem):
         assert entries.count() >= 20
     if stem.startswith("book/part") or stem == "book/appendices":
         assert page.locator('article a[href*="notebooks/"]').count() >= 1
+
+
+@pytest.mark.parametrize("query, lessons", [
+    ("注意力", ["07_attention"]),
+    ("掩码", ["06_masks", "07_attention"]),
+    ("attention", ["07_attention"]),
+], ids=["zh-attention", "zh-masks", "en-attention"])
+def test_search_finds_the_lessons(browser, site_url, query, lessons):
+    """A reader types a word into the search box and the lessons about it are among the hits.
+
+    Chinese is written without spaces, so Sphinx's default index keeps 因果掩码 or 掩码注意力
+    whole, and a search for 掩码 could not find lesson 7, which writes it only inside such
+    words. With html_search_language: zh the index splits Chinese into words (jieba).
+    """
+    page, problems = open_page(browser, f"{site_url}/search.html")
+    box = page.locator("input[name=q]:visible").first
+    box.fill(query)
+    box.press("Enter")  # the form reloads search.html?q=…, as a reader's typing does
+    page.wait_for_function("/Search finished|did not match/.test("
+                           "document.querySelector('#search-results .search-summary')?.innerText || '')",
+                           timeout=30_000)
+    hits = [page.locator("#search-results ul.search li a").nth(i).get_attribute("href")
+            for i in range(page.locator("#search-results ul.search li a").count())]
+    found = {re.sub(r"\.html.*$", "", h).rsplit("/", 1)[-1] for h in hits if "notebooks/" in h}
+    assert set(lessons) <= found, f"searching {query!r} found {hits}"
+    assert problems == []
+    # The interface stays English: only the index speaks Chinese.
+    assert page.locator("html").get_attribute("lang") == "en"
+
+
+def test_every_page_names_its_published_address(built_site):
+    """html.baseurl (written by `make links`) gives each page its canonical address on
+    GitHub Pages, so search engines credit the published site rather than a copy."""
+    for lesson in LESSONS:
+        page = (HTML / "notebooks" / f"{lesson.stem}.html").read_text(encoding="utf-8")
+        assert f'<link rel="canonical" href="{links.pages_url()}notebooks/{lesson.stem}.html" />' in page
