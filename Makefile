@@ -8,7 +8,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: book test outputs links colab-check pdf clean
+.PHONY: book test test-matrix outputs links colab-check pdf clean
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,6 +21,12 @@ book: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/pytest --nbval
+
+# Every lesson under CPU profiles that switch PyTorch's and NumPy's kernels and thread counts
+# (strict nbval), then under bf16 and float16 autocast (every assert must hold); about an hour
+# on 2 cores. One profile: make test-matrix PROFILES=threads-1. The list: tests/matrix.py --list.
+test-matrix: $(STAMP)
+	$(BIN)/python tests/matrix.py --profiles $(or $(PROFILES),all)
 
 # Re-run lessons in fresh kernels on the CPU and store their outputs (NB=path for one).
 outputs: $(STAMP)
