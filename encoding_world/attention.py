@@ -57,22 +57,22 @@ def scaled_dot_product_attention(q, k, v, mask=None, dropout_p: float = 0.0):
 
 
 class MultiHeadAttention(nn.Module):
-    """Multi-head attention: project to n_heads subspaces, attend in each, concatenate, project.
+    """Multi-head attention: project to n_head subspaces, attend in each, concatenate, project.
 
     forward(x, context=None, mask=None, need_weights=False, causal=False): self-attention
     over x, or cross-attention from x to `context` (an encoder's output). x: [batch,
-    query_len, d_model]; mask broadcastable to [batch, n_heads, query_len, key_len];
+    query_len, d_model]; mask broadcastable to [batch, n_head, query_len, key_len];
     `causal=True` adds the causal mask without building it (the fused kernel skips the
     masked half of the work).
     Without need_weights it calls PyTorch's fused kernel (FlashAttention on a GPU); with it,
     the explicit computation above, which also returns the weights [batch, heads, q, k].
     """
 
-    def __init__(self, d_model: int, n_heads: int, dropout: float = 0.0, bias: bool = True):
+    def __init__(self, d_model: int, n_head: int, dropout: float = 0.0, bias: bool = True):
         super().__init__()
-        if d_model % n_heads:
-            raise ValueError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads})")
-        self.d_model, self.n_heads, self.d_head = d_model, n_heads, d_model // n_heads
+        if d_model % n_head:
+            raise ValueError(f"d_model ({d_model}) must be divisible by n_head ({n_head})")
+        self.d_model, self.n_head, self.d_head = d_model, n_head, d_model // n_head
         self.q_proj = nn.Linear(d_model, d_model, bias=bias)
         self.k_proj = nn.Linear(d_model, d_model, bias=bias)
         self.v_proj = nn.Linear(d_model, d_model, bias=bias)
@@ -81,7 +81,7 @@ class MultiHeadAttention(nn.Module):
 
     def _split_heads(self, x):  # [batch, len, d_model] -> [batch, heads, len, d_head]
         batch, length, _ = x.shape
-        return x.view(batch, length, self.n_heads, self.d_head).transpose(1, 2)
+        return x.view(batch, length, self.n_head, self.d_head).transpose(1, 2)
 
     def forward(self, x, context=None, mask=None, need_weights: bool = False, causal: bool = False):
         if not isinstance(x, torch.Tensor) or x.dim() != 3 or x.shape[-1] != self.d_model:
@@ -103,7 +103,7 @@ class MultiHeadAttention(nn.Module):
             out, weights = scaled_dot_product_attention(q, k, v, mask=mask, dropout_p=dropout_p)
         else:
             if mask is not None:
-                _check_mask(mask, torch.Size((q.shape[0], self.n_heads, q.shape[2], k.shape[2])))
+                _check_mask(mask, torch.Size((q.shape[0], self.n_head, q.shape[2], k.shape[2])))
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=causal)
             weights = None
         out = out.transpose(1, 2).reshape(x.shape[0], x.shape[1], self.d_model)
@@ -112,8 +112,8 @@ class MultiHeadAttention(nn.Module):
     @torch.no_grad()
     def load_from_torch(self, mha: nn.MultiheadAttention) -> "MultiHeadAttention":
         """Copy the weights of a torch.nn.MultiheadAttention of the same size into this module."""
-        if mha.embed_dim != self.d_model or mha.num_heads != self.n_heads or not mha._qkv_same_embed_dim:
-            raise ValueError("the torch module must have the same d_model and n_heads, and packed q/k/v weights")
+        if mha.embed_dim != self.d_model or mha.num_heads != self.n_head or not mha._qkv_same_embed_dim:
+            raise ValueError("the torch module must have the same d_model and n_head, and packed q/k/v weights")
         for proj, weight in zip((self.q_proj, self.k_proj, self.v_proj), mha.in_proj_weight.chunk(3)):
             proj.weight.copy_(weight)
         if mha.in_proj_bias is not None:
@@ -123,14 +123,14 @@ class MultiHeadAttention(nn.Module):
         return self
 
 
-def sinusoidal_positional_encoding(max_len: int, d_model: int) -> torch.Tensor:
-    """[max_len, d_model]: PE[pos, 2i] = sin(pos / 10000^(2i/d)), PE[pos, 2i+1] = cos(same)."""
-    check_int("max_len", max_len, low=1)
+def sinusoidal_positional_encoding(block_size: int, d_model: int) -> torch.Tensor:
+    """[block_size, d_model]: PE[pos, 2i] = sin(pos / 10000^(2i/d)), PE[pos, 2i+1] = cos(same)."""
+    check_int("block_size", block_size, low=1)
     if d_model % 2:
         raise ValueError(f"d_model must be even for sine/cosine pairs, got {d_model}")
-    position = torch.arange(max_len, dtype=torch.float64)[:, None]
+    position = torch.arange(block_size, dtype=torch.float64)[:, None]
     frequency = torch.exp(-math.log(10000.0) * torch.arange(0, d_model, 2, dtype=torch.float64) / d_model)
-    pe = torch.zeros(max_len, d_model, dtype=torch.float64)
+    pe = torch.zeros(block_size, d_model, dtype=torch.float64)
     pe[:, 0::2] = torch.sin(position * frequency)
     pe[:, 1::2] = torch.cos(position * frequency)
     return pe.to(torch.get_default_dtype())

@@ -11,6 +11,9 @@ rather than writing the same test twice in two wordings.
 * ``check_finite``: no NaN or infinite entry in a tensor (weights, an adapter).
 * ``check_logits``: logits a token can be drawn from (no NaN, no +inf, not all −inf).
 * ``check_output_folder``: a folder that can be written to, checked before hours of work.
+
+``show_error`` is how the lessons show these messages: it calls a function that should fail
+and prints the error (lesson 2 writes it out).
 """
 from __future__ import annotations
 
@@ -24,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["show", "check_int", "check_number", "check_tensor", "check_ids", "check_finite",
+__all__ = ["show", "show_error", "check_int", "check_number", "check_tensor", "check_ids", "check_finite",
            "check_logits", "check_output_folder"]
 
 
@@ -34,6 +37,21 @@ def show(value) -> str:
         return f"a {str(value.dtype).removeprefix('torch.')} tensor of shape {list(value.shape)}"
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+def show_error(call, expected=Exception, replace: dict[str, str] | None = None) -> Exception:
+    """Call `call()`, which must raise `expected`; print "ErrorType: message" (with each key of
+    `replace` written as its value, e.g. a temporary folder as <folder>) and return the error.
+    An AssertionError if it raises nothing."""
+    try:
+        call()
+    except expected as err:
+        message = str(err)
+        for old, new in (replace or {}).items():
+            message = message.replace(old, new)
+        print(f"{type(err).__name__}: {message}")
+        return err
+    raise AssertionError(f"expected {getattr(expected, '__name__', expected)}, but nothing was raised")
 
 
 def _interval(low, high, low_open: bool = False, high_open: bool = False) -> str:

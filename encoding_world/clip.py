@@ -5,8 +5,9 @@ Lesson 5 writes each piece out step by step and checks it equals the version kep
 
 - `tokenize`: English words, single digits and single Chinese characters, so one small
   vocabulary covers captions in both languages (and captions that mix them).
-- `Vocab`: token → row number; `Vocab.encode` turns captions into the flat token ids and
-  offsets that `nn.EmbeddingBag` reads, skipping tokens it has never seen.
+- `Vocab`: token → row number (`tokens`, `index`, `encode`, `decode`, as every vocabulary of
+  the book); `Vocab.encode_batch` turns captions into the flat token ids and offsets that
+  `nn.EmbeddingBag` reads, skipping tokens it has never seen.
 - `ImageEncoder`: a two-layer network from the 64 pixels of a digit to a unit vector.
 - `TextEncoder`: a bag of word vectors, mean-pooled, then projected to a unit vector.
 - `contrastive_loss`: the symmetric InfoNCE loss of CLIP, over a batch's similarity matrix.
@@ -58,7 +59,16 @@ class Vocab:
     def __contains__(self, token: str) -> bool:
         return token in self.index
 
-    def encode(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    def encode(self, text: str) -> list[int]:
+        """Ids of the caption's tokens; tokens missing from the vocabulary are skipped (as a
+        bag of words ignores unknown words)."""
+        return [self.index[t] for t in tokenize(text) if t in self.index]
+
+    def decode(self, ids) -> list[str]:
+        """The tokens of a sequence of ids."""
+        return [self.tokens[int(i)] for i in ids]
+
+    def encode_batch(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Token ids of all captions, one after the other, and where each caption starts.
 
         This is the input of `nn.EmbeddingBag`: caption i is ids[offsets[i]:offsets[i+1]].
@@ -66,10 +76,10 @@ class Vocab:
         words); a caption with no known token at all raises a ValueError naming it.
         """
         if isinstance(texts, str):
-            raise TypeError("encode expects a list of captions, not one string; wrap it: [text]")
+            raise TypeError("encode_batch expects a list of captions, not one string; wrap it: [text]")
         ids, offsets = [], []
         for text in texts:
-            known = [self.index[t] for t in tokenize(text) if t in self.index]
+            known = self.encode(text)
             if not known:
                 raise ValueError(f"the caption {text!r} has no token in the vocabulary "
                                  f"({len(self)} tokens), so it has no vector")
@@ -99,7 +109,7 @@ class ImageEncoder(nn.Module):
 
 class TextEncoder(nn.Module):
     """Mean of the caption's token vectors (a bag of word vectors) -> linear projection to
-    `dim` numbers, scaled to length 1. Takes the (ids, offsets) of `Vocab.encode`."""
+    `dim` numbers, scaled to length 1. Takes the (ids, offsets) of `Vocab.encode_batch`."""
 
     def __init__(self, vocab_size: int, width: int = 32, dim: int = 32):
         super().__init__()

@@ -112,9 +112,12 @@ def decode(model, token_ids: torch.Tensor, max_new_tokens: int, temperature: flo
            stop_id: int | None = None) -> torch.Tensor:
     """Extend each row of token_ids [batch, len] by up to max_new_tokens chosen tokens.
 
-    The loop of GPT.generate with top-p added: feed the last block_size tokens, take the
-    last position's logits, choose, append. It stops early only when every row has just
-    produced stop_id; rows that stopped before keep going (cut them with `completions`).
+    The book's one generation loop (GPT.generate calls it): feed the last block_size tokens,
+    take the last position's logits, choose (`sample_next`), append. With stop_id, a row
+    stops when it writes stop_id: from then on it is padded with stop_id, and the loop ends
+    when every row has stopped (so rows may end in stop_id repeated; `completions` cuts
+    them). Every row still takes part in each step's random draw, so a row's tokens do not
+    depend on when the other rows stop.
     """
     check_ids("token_ids", token_ids, model.config.vocab_size)
     check_int("max_new_tokens", max_new_tokens, low=0)
@@ -122,11 +125,15 @@ def decode(model, token_ids: torch.Tensor, max_new_tokens: int, temperature: flo
     if stop_id is not None:
         check_int("stop_id", stop_id, low=0, high=model.config.vocab_size - 1)
     block_size = model.config.block_size
+    stopped = torch.zeros(token_ids.shape[0], 1, dtype=torch.bool, device=token_ids.device)
     for _ in range(max_new_tokens):
         logits = model(token_ids[:, -block_size:])[0][:, -1, :].float()
         next_id = sample_next(logits, temperature, top_k, top_p, generator)
+        if stop_id is not None:
+            next_id = next_id.masked_fill(stopped, stop_id)
+            stopped |= next_id == stop_id
         token_ids = torch.cat([token_ids, next_id], dim=1)
-        if stop_id is not None and (next_id == stop_id).all():
+        if stopped.all():
             break
     return token_ids
 

@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checks import check_ids, check_int, check_logits, check_number
+from .checks import check_ids
+from .decoding import decode
 from .transformer import TransformerBlock
 
 
@@ -99,38 +100,20 @@ class GPT(nn.Module):
 
     def flops_per_token(self) -> int:
         """Training FLOPs per token: 6·N for the weights (forward + backward) plus attention's
-        6 · n_layer · block_size · d_model (scores and weighted sum, forward + backward, with
-        the causal half counted as in PaLM's appendix B accounting)."""
+        6 · n_layer · block_size · d_model for the scores and the weighted sum, forward and
+        backward. PaLM's appendix B (and nanoGPT) count 12 · n_layer · block_size · d_model;
+        this book halves it, because under the causal mask a token attends on average to half
+        the context and the fused kernel skips the masked half. Every MFU in the book uses
+        this halved count."""
         c = self.config
         return 6 * self.num_parameters() + 6 * c.n_layer * c.block_size * c.d_model
 
-    @torch.no_grad()
     def generate(self, token_ids, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
-                 generator: torch.Generator | None = None, stop_id: int | None = None):
-        """Append up to max_new_tokens sampled tokens (greedy when temperature == 0).
+                 generator: torch.Generator | None = None, stop_id: int | None = None, top_p: float | None = None):
+        """Append up to max_new_tokens chosen tokens to each row (greedy when temperature == 0).
 
-        With stop_id, generation ends once every row has written it; rows that stopped
-        earlier keep going until then, so cut each row at its first stop_id
-        (encoding_world.decoding.completions does). Lesson 13 derives these strategies.
+        A row that writes stop_id stops there (padded with stop_id until every row has
+        stopped). This is `encoding_world.decoding.decode`, the book's one generation loop,
+        which lesson 13 derives.
         """
-        check_number("temperature (0 means greedy)", temperature, low=0)
-        if top_k is not None:
-            check_int("top_k (the number of tokens to keep, or None for all)", top_k, low=1)
-        check_int("max_new_tokens", max_new_tokens, low=0)
-        check_ids("token_ids", token_ids, self.config.vocab_size)
-        for _ in range(max_new_tokens):
-            context = token_ids[:, -self.config.block_size:]
-            logits = self(context)[0][:, -1, :].float()
-            check_logits(logits)
-            if temperature == 0:
-                next_id = logits.argmax(dim=-1, keepdim=True)
-            else:
-                logits = logits / temperature
-                if top_k is not None:
-                    kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, -1:]
-                    logits = logits.masked_fill(logits < kth, float("-inf"))
-                next_id = torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=generator)
-            token_ids = torch.cat([token_ids, next_id], dim=1)
-            if stop_id is not None and (next_id == stop_id).all():
-                break
-        return token_ids
+        return decode(self, token_ids, max_new_tokens, temperature, top_k, top_p, generator, stop_id)

@@ -1,4 +1,5 @@
-"""Character-level language-model data from the Tang poems: vocabulary, splits, batches.
+"""Character-level language-model data from the Tang poems: vocabulary, splits, batches,
+and the held-out windows a model is scored on.
 
 Lessons 10 (n-grams), 12 (the mini-GPT) and 15 (LoRA) use the same vocabulary and the same
 train/validation split, so their losses are comparable, in nats per character.
@@ -18,12 +19,16 @@ UNKNOWN = "□"   # every character outside the vocabulary (the corpora never co
 
 
 class CharVocab:
-    """Characters ⇄ ids. Ids 0 and 1 are END and UNKNOWN; the rest in order of frequency."""
+    """Characters ⇄ ids. Ids 0 and 1 are END and UNKNOWN; the rest in order of frequency.
+
+    Like every vocabulary of the book: `tokens` (id → token), `index` (token → id),
+    `encode` and `decode`.
+    """
 
     def __init__(self, chars):
-        self.chars = [END, UNKNOWN] + [c for c in chars if c not in (END, UNKNOWN)]
-        self.index = {c: i for i, c in enumerate(self.chars)}
-        if len(self.index) != len(self.chars):
+        self.tokens = [END, UNKNOWN] + [c for c in chars if c not in (END, UNKNOWN)]
+        self.index = {c: i for i, c in enumerate(self.tokens)}
+        if len(self.index) != len(self.tokens):
             raise ValueError("characters of a vocabulary must be distinct")
 
     @classmethod
@@ -38,7 +43,10 @@ class CharVocab:
         return cls([c for c in ranked if c not in (END, UNKNOWN)][: size - 2])
 
     def __len__(self) -> int:
-        return len(self.chars)
+        return len(self.tokens)
+
+    def __contains__(self, token) -> bool:
+        return token in self.index
 
     def encode(self, text: str, strict: bool = False) -> list[int]:
         """Ids of the characters; characters outside the vocabulary become UNKNOWN, or raise
@@ -66,7 +74,7 @@ class CharVocab:
                 raise TypeError(f"ids must be integer token ids, got {i!r} ({type(i).__name__})") from None
             if not 0 <= i < len(self):
                 raise ValueError(f"token id {i} out of range 0..{len(self) - 1}")
-            chars.append(self.chars[i])
+            chars.append(self.tokens[i])
         return "".join(chars)
 
 
@@ -86,28 +94,72 @@ def encode_poems(poems, vocab: CharVocab) -> torch.Tensor:
     return torch.tensor(ids, dtype=torch.long)
 
 
-def random_batch(data: torch.Tensor, batch_size: int, block_size: int, generator: torch.Generator):
-    """Inputs and next-token targets from batch_size random windows of the stream."""
-    check_int("batch_size", batch_size, low=1)
+def windows(data: torch.Tensor, block_size: int, starts) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inputs [len(starts), block_size] read from each start, and the targets: the same
+    windows shifted one token to the right."""
+    starts = list(starts)
+    return (torch.stack([data[s:s + block_size] for s in starts]),
+            torch.stack([data[s + 1:s + 1 + block_size] for s in starts]))
+
+
+def _check_window(data: torch.Tensor, block_size: int) -> None:
     check_int("block_size", block_size, low=1)
     if len(data) <= block_size:
         raise ValueError(f"the stream ({len(data)} tokens) is shorter than a window ({block_size} + 1)")
-    starts = torch.randint(len(data) - block_size, (batch_size,), generator=generator)
-    x = torch.stack([data[s:s + block_size] for s in starts.tolist()])
-    y = torch.stack([data[s + 1:s + 1 + block_size] for s in starts.tolist()])
-    return x, y
 
 
-def consecutive_batches(data: torch.Tensor, batch_size: int, block_size: int, max_windows: int | None = None):
-    """Non-overlapping windows covering the stream in order (for a deterministic evaluation);
-    none when the stream is shorter than one window of block_size + 1."""
+def random_batch(data: torch.Tensor, batch_size: int, block_size: int, generator: torch.Generator):
+    """Inputs and next-token targets from batch_size random windows of the stream."""
     check_int("batch_size", batch_size, low=1)
-    check_int("block_size", block_size, low=1)
+    _check_window(data, block_size)
+    starts = torch.randint(len(data) - block_size, (batch_size,), generator=generator)
+    return windows(data, block_size, starts.tolist())
+
+
+def random_batches(data: torch.Tensor, batch_size: int, block_size: int, generator: torch.Generator):
+    """random_batch after random_batch, for ever: the training batches of a language model.
+    The generator's state is the position in this stream (save it to resume)."""
+    while True:
+        yield random_batch(data, batch_size, block_size, generator)
+
+
+def consecutive_windows(data: torch.Tensor, block_size: int, max_windows: int | None = None):
+    """The stream cut into non-overlapping windows, in order: (inputs, targets), each
+    [n, block_size]; at most max_windows of them. A deterministic validation set."""
+    _check_window(data, block_size)
     n = (len(data) - 1) // block_size
     if max_windows is not None:
-        n = min(n, max_windows)
-    starts = list(range(0, n * block_size, block_size))
-    for i in range(0, len(starts), batch_size):
-        chunk = starts[i:i + batch_size]
-        yield (torch.stack([data[s:s + block_size] for s in chunk]),
-               torch.stack([data[s + 1:s + 1 + block_size] for s in chunk]))
+        n = min(n, check_int("max_windows", max_windows, low=1))
+    return windows(data, block_size, range(0, n * block_size, block_size))
+
+
+def fixed_windows(data: torch.Tensor, block_size: int, n: int):
+    """n windows spread evenly over the whole stream, first and last included: a small
+    validation set that samples every part of the text (lesson 15 and bench/lora_sweep.py)."""
+    _check_window(data, block_size)
+    check_int("n", n, low=1)
+    return windows(data, block_size, torch.linspace(0, len(data) - block_size - 1, n).long().tolist())
+
+
+@torch.no_grad()
+def mean_loss(model, windows: tuple[torch.Tensor, torch.Tensor], batch_size: int = 256) -> float:
+    """The model's mean cross-entropy (nats per token) on (inputs, targets) windows, scored
+    batch_size windows at a time, in eval mode (the model's mode is restored afterwards).
+
+    Always in float32, even where training autocasts to bf16 or float16: evaluation costs
+    little, and a loss that a GPU reports then agrees with a CPU's to rounding error.
+    """
+    x, y = windows
+    check_int("batch_size", batch_size, low=1)
+    if len(x) == 0:
+        raise ValueError("no window to score: the validation stream is shorter than one window")
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    for i in range(0, len(x), batch_size):
+        xb, yb = x[i:i + batch_size].to(device), y[i:i + batch_size].to(device)
+        total += model(xb, yb)[1].item() * yb.numel()
+        count += yb.numel()
+    model.train(was_training)
+    return total / count

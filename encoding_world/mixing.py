@@ -42,7 +42,7 @@ class PoemWindows(Dataset):
     The poems are encoded with `vocab` into one stream (each body followed by END, as
     ``lm_data.encode_poems`` does) and cut at 0, block_size, 2·block_size, ...; item i is
     ``(x, y)`` with ``y`` the stream shifted by one character, both of length block_size.
-    These are exactly the windows ``lm_data.consecutive_batches`` yields, one at a time.
+    These are exactly the windows of ``lm_data.consecutive_windows``, one at a time.
     """
 
     def __init__(self, poems: Sequence[Poem], vocab: CharVocab, block_size: int, name: str = "poems"):

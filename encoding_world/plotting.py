@@ -30,3 +30,29 @@ def setup_matplotlib() -> None:
         "axes.spines.top": False,
         "axes.spines.right": False,
     })
+
+
+def heatmap(ax, values, row_labels, col_labels=None, *, cmap="Blues", vmin=0.0, vmax=1.0, annotate: str | None = None,
+            title: str | None = None, rotate: int = 0):
+    """Draw a matrix as coloured cells with a label for every row and column (the columns
+    take the row labels unless given); with `annotate` (a format such as ".2f") every cell
+    shows its value, in white on dark cells. Returns the image, for a colour bar. Lesson 1
+    writes it out."""
+    import numpy as np
+
+    values = np.asarray(values, dtype=float)
+    col_labels = row_labels if col_labels is None else col_labels
+    if values.shape != (len(row_labels), len(col_labels)):
+        raise ValueError(f"values of shape {values.shape} need {values.shape[0]} row labels and "
+                         f"{values.shape[1]} column labels, got {len(row_labels)} and {len(col_labels)}")
+    image = ax.imshow(values, cmap=cmap, vmin=vmin, vmax=vmax)
+    ax.set_xticks(range(len(col_labels)), col_labels, rotation=rotate, ha="right" if rotate else "center")
+    ax.set_yticks(range(len(row_labels)), row_labels)
+    if annotate:
+        middle = (vmin + vmax) / 2
+        for (i, j), v in np.ndenumerate(values):
+            ax.text(j, i, format(v, annotate), ha="center", va="center", fontsize=8,
+                    color="white" if v > middle else "black")
+    if title:
+        ax.set_title(title)
+    return image

@@ -28,7 +28,7 @@ from . import lm_data
 from .checks import check_finite, check_output_folder
 from .data import DATA_DIR, DataError, data_path, restore_hint, sha256
 from .gpt import GPT, GPTConfig
-from .train import TrainConfig, evaluate, load_data
+from .train import TrainConfig, load_data
 from .training import (CheckpointError, load_checkpoint, read_checkpoint, remove_leftover_temporaries,
                        write_atomically)
 
@@ -40,9 +40,7 @@ TRAIN_COMMAND = "python -m encoding_world.train --config cpu-full --out runs/cpu
 
 def full_validation_loss(model: GPT, data: torch.Tensor, block_size: int, batch_size: int = 256) -> float:
     """Nats per character over the whole validation stream, cut into windows of block_size."""
-    config = TrainConfig(block_size=block_size, batch_size=batch_size, eval_windows=None)
-    device = next(model.parameters()).device
-    return evaluate(model, data, config, device)
+    return lm_data.mean_loss(model, lm_data.consecutive_windows(data, block_size), batch_size)
 
 
 def load_pretrained(device=None) -> tuple[GPT, lm_data.CharVocab]:
@@ -147,7 +145,7 @@ def export(checkpoint, out_dir=None, hardware: str | None = None, training_secon
     model.eval()
 
     data = load_data(train_config)
-    if data.vocab.chars != list(extra["vocab"]):
+    if data.vocab.tokens != list(extra["vocab"]):
         raise CheckpointError(f"{checkpoint} was trained with another vocabulary than the corpus gives now: "
                               f"retrain with `{TRAIN_COMMAND}`")
     card = {
@@ -168,7 +166,7 @@ def export(checkpoint, out_dir=None, hardware: str | None = None, training_secon
         "command": TRAIN_COMMAND,
     }
     metadata = {"model_config": json.dumps(card["model_config"]),
-                "vocab": json.dumps(data.vocab.chars, ensure_ascii=False)}
+                "vocab": json.dumps(data.vocab.tokens, ensure_ascii=False)}
     # The LM head is the token embedding (tied): the file stores that matrix once, under the
     # head's name, as safetensors' save_model does.
     tensors = {k: v.contiguous() for k, v in model.state_dict().items() if k != "token_embedding.weight"}

@@ -114,3 +114,26 @@ def grad_scaler(device):
 
     device = torch.device(device)
     return torch.amp.GradScaler(device.type, enabled=autocast_dtype(device) == torch.float16)
+
+
+def matmul_peak_flops(device, repeats: int = 5) -> float:
+    """The best FLOP/s of one n × n matrix multiply on `device`, the denominator of MFU on a
+    machine with no published peak: float32 2048 × 2048 on the CPU, bf16 8192 × 8192 on a GPU
+    (what training multiplies in there). Lesson 12 writes it out."""
+    import time
+
+    import torch
+
+    device = torch.device(device)
+    n, dtype = (2048, torch.float32) if device.type == "cpu" else (8192, torch.bfloat16)
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    sync = {"cuda": torch.cuda.synchronize, "mps": torch.mps.synchronize}.get(device.type, lambda: None)
+    best = 0.0
+    for _ in range(repeats):
+        sync()
+        start = time.perf_counter()
+        a @ b
+        sync()
+        best = max(best, 2 * n ** 3 / (time.perf_counter() - start))
+    return best

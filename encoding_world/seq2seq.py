@@ -40,8 +40,8 @@ class Vocab:
 
     def __init__(self, tokens: Iterable[str]):
         words = sorted(set(tokens) - set(SPECIALS))
-        self.itos: list[str] = list(SPECIALS) + words
-        self.stoi: dict[str, int] = {w: i for i, w in enumerate(self.itos)}
+        self.tokens: list[str] = list(SPECIALS) + words
+        self.index: dict[str, int] = {w: i for i, w in enumerate(self.tokens)}
 
     @classmethod
     def from_sentences(cls, sentences: Iterable[Sequence[str]]) -> "Vocab":
@@ -49,14 +49,14 @@ class Vocab:
         return cls(token for sentence in sentences for token in sentence)
 
     def __len__(self) -> int:
-        return len(self.itos)
+        return len(self.tokens)
 
     def __contains__(self, token: str) -> bool:
-        return token in self.stoi
+        return token in self.index
 
     def encode(self, tokens: Sequence[str], bos: bool = False, eos: bool = False) -> list[int]:
         """Token ids of `tokens` (unknown words become <unk>), optionally framed by <bos>/<eos>."""
-        ids = [self.stoi.get(t, self.unk_id) for t in tokens]
+        ids = [self.index.get(t, self.unk_id) for t in tokens]
         return ([self.bos_id] if bos else []) + ids + ([self.eos_id] if eos else [])
 
     def decode(self, ids: Iterable[int]) -> list[str]:
@@ -66,7 +66,7 @@ class Vocab:
             if i == self.eos_id:
                 break
             if i not in (self.pad_id, self.bos_id):
-                out.append(self.itos[i])
+                out.append(self.tokens[i])
         return out
 
 
@@ -128,15 +128,15 @@ class DecodeStep:
 class Seq2SeqTransformer(nn.Module):
     """Encoder–decoder Transformer: source ids → encoder memory; target prefix → next-token logits."""
 
-    def __init__(self, src_vocab_size: int, tgt_vocab_size: int, d_model: int = 64, n_heads: int = 4,
-                 n_layers: int = 2, d_ff: int | None = None, dropout: float = 0.0, max_len: int = 64,
+    def __init__(self, src_vocab_size: int, tgt_vocab_size: int, d_model: int = 64, n_head: int = 4,
+                 n_layer: int = 2, d_ff: int | None = None, dropout: float = 0.0, block_size: int = 64,
                  pad_id: int = Vocab.pad_id):
         super().__init__()
         self.pad_id = pad_id
-        self.src_embed = TokenEmbedding(src_vocab_size, d_model, max_len, dropout)
-        self.tgt_embed = TokenEmbedding(tgt_vocab_size, d_model, max_len, dropout)
-        self.encoder = Encoder(n_layers, d_model, n_heads, d_ff, dropout)
-        self.decoder = Decoder(n_layers, d_model, n_heads, d_ff, dropout, cross_attention=True)
+        self.src_embed = TokenEmbedding(src_vocab_size, d_model, block_size, dropout)
+        self.tgt_embed = TokenEmbedding(tgt_vocab_size, d_model, block_size, dropout)
+        self.encoder = Encoder(n_layer, d_model, n_head, d_ff, dropout)
+        self.decoder = Decoder(n_layer, d_model, n_head, d_ff, dropout, cross_attention=True)
         self.lm_head = nn.Linear(d_model, tgt_vocab_size)
 
     def masks(self, src_ids, tgt_in_ids):
@@ -178,12 +178,12 @@ class Seq2SeqTransformer(nn.Module):
         return self.decode(tgt_in_ids, self.encode(src_ids), src_ids)
 
     @torch.no_grad()
-    def greedy_decode(self, src_ids, max_len: int, bos_id: int, eos_id: int, return_steps: bool = False):
+    def greedy_decode(self, src_ids, max_new_tokens: int, bos_id: int, eos_id: int, return_steps: bool = False):
         """Translate by always taking the most likely next token, one token at a time.
 
         Returns the generated ids [batch, n] (without <bos>; a sentence that has produced
         <eos> is padded with pad_id afterwards); stops once every sentence has produced
-        <eos>, or after `max_len` tokens. With return_steps=True returns (ids, steps), a
+        <eos>, or after `max_new_tokens` tokens. With return_steps=True returns (ids, steps), a
         list of `DecodeStep`, one per generated token.
         """
         was_training = self.training
@@ -194,7 +194,7 @@ class Seq2SeqTransformer(nn.Module):
             ys = torch.full((batch, 1), bos_id, dtype=torch.long, device=src_ids.device)
             done = torch.zeros(batch, dtype=torch.bool, device=src_ids.device)
             steps = []
-            for t in range(max_len):
+            for t in range(max_new_tokens):
                 if return_steps:
                     logits, self_w, cross_w = self.decode(ys, memory, src_ids, need_weights=True)
                 else:

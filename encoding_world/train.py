@@ -21,6 +21,7 @@ finished run can be made longer deliberately with --extend (see EXTEND_HELP).
 """
 import argparse
 import dataclasses
+import functools
 import json
 import math
 import sys
@@ -115,13 +116,13 @@ def checkpoint_bytes(config: TrainConfig) -> int:
     return 3 * 4 * parameters + (1 << 16)
 
 
-def learning_rate(config: TrainConfig, step: int) -> float:
-    """Linear warm-up to learning_rate, then cosine decay to min_learning_rate at max_steps."""
-    if step < config.warmup_steps:
-        return config.learning_rate * (step + 1) / config.warmup_steps
-    progress = min(1.0, (step - config.warmup_steps) / max(1, config.max_steps - config.warmup_steps))
-    return config.min_learning_rate + 0.5 * (1 + math.cos(math.pi * progress)) * (
-        config.learning_rate - config.min_learning_rate)
+def cosine_lr(step: int, peak: float, floor: float, warmup: int, total: int) -> float:
+    """The learning rate at `step` (counted from 0): a linear warm-up over `warmup` steps to
+    `peak`, then half a cosine down to `floor` at step `total`, and `floor` after it."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return floor + 0.5 * (1 + math.cos(math.pi * progress)) * (peak - floor)
 
 
 @dataclass
@@ -147,34 +148,54 @@ def load_data(config: TrainConfig) -> PoemData:
     return data
 
 
-def make_optimizer(model, config: TrainConfig, device) -> torch.optim.AdamW:
-    """AdamW with weight decay on matrices only (not on LayerNorm weights or biases)."""
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
-    groups = [{"params": decay, "weight_decay": config.weight_decay},
-              {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=config.learning_rate, betas=(0.9, 0.95), fused=device.type == "cuda")
+def make_optimizer(parameters, lr: float, weight_decay: float = 0.0, device=None) -> torch.optim.AdamW:
+    """AdamW (betas 0.9 and 0.95) over the parameters that train, with weight decay on
+    matrices only (not on LayerNorm weights or biases); one fused kernel on CUDA."""
+    params = [p for p in parameters if p.requires_grad]
+    if not params:
+        raise ValueError("no parameter to train: every one given has requires_grad=False")
+    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    fused = device is not None and torch.device(device).type == "cuda"
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, betas=(0.9, 0.95), fused=fused)
 
 
-@torch.no_grad()
-def evaluate(model, data: torch.Tensor, config: TrainConfig, device) -> float:
-    """Mean cross-entropy (nats per character) over the first eval_windows held-out windows.
+def train_steps(model, optimizer, batches, steps: int, *, start: int = 0, lr_at=None, grad_clip: float | None = None,
+                scaler=None, on_step=None) -> list[float]:
+    """The book's one training loop for language models; returns the training losses.
 
-    Always in float32, even where training autocasts to bf16 or float16: evaluation costs
-    little, and a loss that a GPU reports then agrees with a CPU's to rounding error.
+    For each step from `start` to `steps` - 1: set the learning rate to lr_at(step) (if
+    given), take the next (inputs, targets) from `batches`, run the forward pass under the
+    device's autocast (`runtime.autocast`), backward (through the gradient scaler, which is
+    enabled only for float16), clip the gradients' norm to `grad_clip` (if given), step.
+    After each step it calls on_step(step + 1, loss), where the caller evaluates, logs,
+    saves a checkpoint, or raises to stop. `model` may be a torch.compile'd model.
     """
-    model.eval()
-    total, count = 0.0, 0
-    for x, y in lm_data.consecutive_batches(data, config.batch_size, config.block_size, config.eval_windows):
-        x, y = x.to(device), y.to(device)
-        loss = model(x, y)[1]
-        total += loss.item() * y.numel()
-        count += y.numel()
+    check_int("steps", steps, low=0)
+    check_int("start", start, low=0, high=steps)
+    device = next(model.parameters()).device
+    scaler = grad_scaler(device) if scaler is None else scaler
+    losses = []
     model.train()
-    if count == 0:
-        raise ValueError(f"no validation window of {config.block_size} + 1 tokens in a stream of {len(data)}: "
-                         f"give more validation data")
-    return total / count
+    for step in range(start, steps):
+        if lr_at is not None:
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(step)
+        x, y = next(batches)
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        with autocast(device):
+            loss = model(x, y)[1]
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()           # without float16 the scaler passes everything through
+        if grad_clip is not None:
+            scaler.unscale_(optimizer)          # true gradients, before clipping them
+            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        scaler.step(optimizer)                  # skipped if a float16 gradient overflowed
+        scaler.update()
+        losses.append(loss.item())
+        if on_step is not None:
+            on_step(step + 1, losses[-1])
+    return losses
 
 
 class RunExistsError(FileExistsError):
@@ -244,9 +265,9 @@ def _check_resume(checkpoint: Path | None, config: TrainConfig, extend: bool) ->
     return dataclasses.replace(config, max_steps=planned)
 
 
-def train(config: TrainConfig | str, out_dir=None, resume: bool = False, device=None, progress: bool | None = None,
-          log_every: int = 0, log=print, overwrite: bool = False, extend: bool = False):
-    """Train a GPT with `config`; return (model, vocab, history).
+def run(config: TrainConfig | str, out_dir=None, resume: bool = False, device=None, progress: bool | None = None,
+        log_every: int = 0, log=print, overwrite: bool = False, extend: bool = False, on_step=None):
+    """Train a GPT with `config` (a TrainConfig or a name in CONFIGS); return (model, vocab, history).
 
     history: {"step": [...], "train_loss": [...], "val_loss": [...], "tokens_per_second": float, ...}.
     With out_dir, checkpoints go to out_dir/checkpoint.pt; resume=True continues from it.
@@ -254,7 +275,8 @@ def train(config: TrainConfig | str, out_dir=None, resume: bool = False, device=
     overwrite=True (delete it and start over). extend=True resumes a run with a larger
     max_steps than it was started with (see EXTEND_HELP). Every check (the configuration,
     the device, the folder can be written, the checkpoint to resume) is made before any
-    data is loaded.
+    data is loaded. on_step(step, train_loss), if given, is called after each step's
+    evaluation and checkpoint (lessons 12 and 18 raise from it to play a power cut).
     """
     if isinstance(config, str):
         config = named_config(config)
@@ -269,16 +291,16 @@ def train(config: TrainConfig | str, out_dir=None, resume: bool = False, device=
     set_seed(config.seed)
     data = load_data(config)
     model = GPT(config.model_config()).to(device)
-    optimizer = make_optimizer(model, config, device)
+    optimizer = make_optimizer(model.parameters(), config.learning_rate, config.weight_decay, device)
     scaler = grad_scaler(device)        # enabled only for float16 training (GPUs without bf16)
-    batches = torch.Generator().manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)   # draws the training windows
     history = {"step": [], "train_loss": [], "val_loss": []}
     step = 0
 
     if resume:
         saved = load_checkpoint(checkpoint, model, optimizer, map_location=device)
         step, history = saved["step"], saved["history"]
-        batches.set_state(saved["batch_rng"])
+        generator.set_state(saved["batch_rng"])
         torch.set_rng_state(saved["torch_rng"])
         if device.type == "cuda" and saved.get("cuda_rng") is not None:
             torch.cuda.set_rng_state(saved["cuda_rng"])
@@ -298,33 +320,16 @@ def train(config: TrainConfig | str, out_dir=None, resume: bool = False, device=
     if progress:
         from tqdm import tqdm
         bar = tqdm(total=config.max_steps, initial=step, unit="step", dynamic_ncols=True)
+    validation = lm_data.consecutive_windows(data.val, config.block_size, config.eval_windows)
 
-    model.train()
-    tokens, start = 0, time.perf_counter()
-    train_loss = float("nan")
-    while step < config.max_steps:
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate(schedule, step)
-        x, y = lm_data.random_batch(data.train, config.batch_size, config.block_size, batches)
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        with autocast(device):
-            _, loss = compiled(x, y)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()           # without float16 the scaler passes everything through
-        scaler.unscale_(optimizer)              # true gradients, before clipping them
-        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-        scaler.step(optimizer)                  # skipped if a float16 gradient overflowed
-        scaler.update()
-        step += 1
-        tokens += y.numel()
-        train_loss = loss.item()
+    def after_step(step: int, train_loss: float) -> None:
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{train_loss:.3f}")
         if log_every and step % log_every == 0:
             log(f"step {step} train loss {train_loss:.4f}")
         if step % config.eval_every == 0 or step == config.max_steps:
-            val_loss = evaluate(compiled, data.val, config, device)
+            val_loss = lm_data.mean_loss(compiled, validation, config.batch_size)
             history["step"].append(step)
             history["train_loss"].append(train_loss)
             history["val_loss"].append(val_loss)
@@ -332,15 +337,26 @@ def train(config: TrainConfig | str, out_dir=None, resume: bool = False, device=
                 bar.write(f"step {step}: train loss {train_loss:.4f}, validation loss {val_loss:.4f}")
         if checkpoint is not None and (step % config.checkpoint_every == 0 or step == config.max_steps):
             save_checkpoint(checkpoint, model, optimizer, step, train_config=dataclasses.asdict(config),
-                            history=history, vocab=data.vocab.chars, batch_rng=batches.get_state(),
+                            history=history, vocab=data.vocab.tokens, batch_rng=generator.get_state(),
                             torch_rng=torch.get_rng_state(),
                             cuda_rng=torch.cuda.get_rng_state() if device.type == "cuda" else None,
                             grad_scaler=scaler.state_dict() if scaler.is_enabled() else None, **extension)
+        if on_step is not None:
+            on_step(step, train_loss)
+
+    start = time.perf_counter()
+    steps_before = step
+    lr_at = functools.partial(cosine_lr, peak=schedule.learning_rate, floor=schedule.min_learning_rate,
+                              warmup=schedule.warmup_steps, total=schedule.max_steps)
+    train_steps(compiled, optimizer, lm_data.random_batches(data.train, config.batch_size, config.block_size, generator),
+                config.max_steps, start=step, lr_at=lr_at, grad_clip=config.grad_clip, scaler=scaler,
+                on_step=after_step)
     if device.type == "cuda":
         torch.cuda.synchronize()
     elapsed = time.perf_counter() - start
     if bar is not None:
         bar.close()
+    tokens = (config.max_steps - steps_before) * config.batch_size * config.block_size
     history["tokens_per_second"] = tokens / elapsed if elapsed > 0 else float("nan")
     history["seconds"] = elapsed
     return model, data.vocab, history
@@ -409,7 +425,7 @@ def main(argv=None) -> int:
         return f"the last checkpoint, at step {step}, is in {checkpoint}: continue with\n  {resume_command(args, out)}"
 
     try:
-        model, vocab, history = train(config, out, resume=args.resume, device=args.device,
+        model, vocab, history = run(config, out, resume=args.resume, device=args.device,
                                       progress=False if args.no_progress else None, log_every=args.log_every,
                                       log=lambda s: print(s, flush=True), overwrite=args.overwrite,
                                       extend=args.extend)

@@ -119,6 +119,19 @@ def fit(model, train_loader, val_loader, loss_fn, optimizer, device, epochs: int
     return history
 
 
+# --------------------------------------------------------------------------- memory
+
+def tensor_bytes(tensors) -> int:
+    """Bytes that some tensors take (numel × element size, summed)."""
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def optimizer_state_bytes(optimizer) -> int:
+    """Bytes of an optimizer's state: for AdamW, exp_avg and exp_avg_sq (two numbers per
+    trained parameter) and a step counter per tensor. Lesson 15 writes it out."""
+    return sum(tensor_bytes(v for v in state.values() if torch.is_tensor(v)) for state in optimizer.state.values())
+
+
 # ------------------------------------------------------------------------ checkpoints
 
 def _unwrap(model):

@@ -31,16 +31,16 @@ class TransformerBlock(nn.Module):
     attending to its own (masked) positions it attends to the encoder's output `memory`.
     """
 
-    def __init__(self, d_model: int, n_heads: int, d_ff: int | None = None, dropout: float = 0.0,
+    def __init__(self, d_model: int, n_head: int, d_ff: int | None = None, dropout: float = 0.0,
                  cross_attention: bool = False, bias: bool = True):
         super().__init__()
         d_ff = 4 * d_model if d_ff is None else d_ff
         self.norm1 = nn.LayerNorm(d_model, bias=bias)
-        self.self_attn = MultiHeadAttention(d_model, n_heads, dropout=dropout, bias=bias)
+        self.self_attn = MultiHeadAttention(d_model, n_head, dropout=dropout, bias=bias)
         self.cross_attn = None
         if cross_attention:
             self.norm_cross = nn.LayerNorm(d_model, bias=bias)
-            self.cross_attn = MultiHeadAttention(d_model, n_heads, dropout=dropout, bias=bias)
+            self.cross_attn = MultiHeadAttention(d_model, n_head, dropout=dropout, bias=bias)
         self.norm2 = nn.LayerNorm(d_model, bias=bias)
         self.ffn = FeedForward(d_model, d_ff, dropout=dropout, bias=bias)
         self.dropout = nn.Dropout(dropout)
@@ -89,26 +89,26 @@ class TransformerBlock(nn.Module):
 class TokenEmbedding(nn.Module):
     """Token embedding scaled by √d_model plus fixed sinusoidal positions (as in the original Transformer)."""
 
-    def __init__(self, vocab_size: int, d_model: int, max_len: int = 512, dropout: float = 0.0):
+    def __init__(self, vocab_size: int, d_model: int, block_size: int = 512, dropout: float = 0.0):
         super().__init__()
         self.embed = nn.Embedding(vocab_size, d_model)
-        self.register_buffer("positions", sinusoidal_positional_encoding(max_len, d_model), persistent=False)
+        self.register_buffer("positions", sinusoidal_positional_encoding(block_size, d_model), persistent=False)
         self.scale = d_model ** 0.5
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, token_ids):
         length = token_ids.shape[1]
         if length > self.positions.shape[0]:
-            raise ValueError(f"sequence of {length} tokens is longer than max_len={self.positions.shape[0]}")
+            raise ValueError(f"sequence of {length} tokens is longer than block_size={self.positions.shape[0]}")
         return self.dropout(self.embed(token_ids) * self.scale + self.positions[:length])
 
 
 class Encoder(nn.Module):
     """A stack of self-attention blocks with a final LayerNorm (BERT-like when used alone)."""
 
-    def __init__(self, n_layers: int, d_model: int, n_heads: int, d_ff: int | None = None, dropout: float = 0.0):
+    def __init__(self, n_layer: int, d_model: int, n_head: int, d_ff: int | None = None, dropout: float = 0.0):
         super().__init__()
-        self.blocks = nn.ModuleList(TransformerBlock(d_model, n_heads, d_ff, dropout) for _ in range(n_layers))
+        self.blocks = nn.ModuleList(TransformerBlock(d_model, n_head, d_ff, dropout) for _ in range(n_layer))
         self.norm = nn.LayerNorm(d_model)
 
     def forward(self, x, mask=None):
@@ -123,11 +123,11 @@ class Decoder(nn.Module):
     Without cross-attention it is GPT-like (decoder-only); with it, T5-like (encoder–decoder).
     """
 
-    def __init__(self, n_layers: int, d_model: int, n_heads: int, d_ff: int | None = None,
+    def __init__(self, n_layer: int, d_model: int, n_head: int, d_ff: int | None = None,
                  dropout: float = 0.0, cross_attention: bool = True):
         super().__init__()
-        self.blocks = nn.ModuleList(TransformerBlock(d_model, n_heads, d_ff, dropout, cross_attention)
-                                    for _ in range(n_layers))
+        self.blocks = nn.ModuleList(TransformerBlock(d_model, n_head, d_ff, dropout, cross_attention)
+                                    for _ in range(n_layer))
         self.norm = nn.LayerNorm(d_model)
 
     def forward(self, x, mask=None, memory=None, memory_mask=None):

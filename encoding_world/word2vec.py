@@ -75,12 +75,13 @@ def wikipedia_sentences(path=None, max_words: int = 1000, min_article_words: int
 # --------------------------------------------------------------------------- vocabulary
 
 class _WordIndex:
-    """Lookup shared by Vocab and WordVectors: both hold `words` and `index` (word → row)."""
-    words: list[str]
+    """Lookup shared by Vocab and WordVectors: both hold `tokens` (row → word) and `index`
+    (word → row), as every vocabulary of the book does."""
+    tokens: list[str]
     index: dict[str, int]
 
     def __len__(self) -> int:
-        return len(self.words)
+        return len(self.tokens)
 
     def __contains__(self, word) -> bool:
         return word in self.index
@@ -96,26 +97,37 @@ class _WordIndex:
 @dataclass
 class Vocab(_WordIndex):
     """Words and their corpus counts, most frequent first (ties: first seen first)."""
-    words: list[str]
+    tokens: list[str]
     counts: np.ndarray
     index: dict[str, int] = field(init=False, repr=False)
 
     def __post_init__(self):
         self.counts = np.asarray(self.counts, dtype=np.int64)
-        if len(self.words) != len(self.counts):
-            raise ValueError(f"{len(self.words)} words but {len(self.counts)} counts")
-        self.index = {w: i for i, w in enumerate(self.words)}
-        if len(self.index) != len(self.words):
+        if len(self.tokens) != len(self.counts):
+            raise ValueError(f"{len(self.tokens)} words but {len(self.counts)} counts")
+        self.index = {w: i for i, w in enumerate(self.tokens)}
+        if len(self.index) != len(self.tokens):
             raise ValueError("the vocabulary holds a word twice")
 
-    def encode(self, sentences: Iterable[Sequence[str]]) -> tuple[np.ndarray, np.ndarray]:
+    def encode(self, words: Sequence[str]) -> list[int]:
+        """Ids of the words of one sentence; words outside the vocabulary are dropped, as
+        word2vec drops them."""
+        if isinstance(words, str):
+            raise TypeError(f"encode takes a list of words, not a string: split {words[:30]!r} first")
+        return [self.index[w] for w in words if w in self.index]
+
+    def decode(self, ids) -> list[str]:
+        """The words of a sequence of ids."""
+        return [self.tokens[int(i)] for i in ids]
+
+    def encode_corpus(self, sentences: Iterable[Sequence[str]]) -> tuple[np.ndarray, np.ndarray]:
         """All sentences as one array of word ids, and the sentence number of each id.
 
         Words outside the vocabulary are dropped, as word2vec drops them.
         """
         ids, sentence_ids = [], []
         for number, sentence in enumerate(sentences):
-            row = [self.index[w] for w in sentence if w in self.index]
+            row = self.encode(sentence)
             ids.extend(row)
             sentence_ids.extend([number] * len(row))
         return np.asarray(ids, dtype=np.int64), np.asarray(sentence_ids, dtype=np.int64)
@@ -253,7 +265,7 @@ class TrainedSkipGram:
 
     def word_vectors(self) -> "WordVectors":
         """The center-word vectors as unit-length `WordVectors`, ready for evaluation."""
-        return WordVectors(self.vocab.words, self.vectors)
+        return WordVectors(self.vocab.tokens, self.vectors)
 
 
 def train_skipgram(sentences, vocab: Vocab | None = None, *, dim: int = 50, window: int = 5,
@@ -281,7 +293,7 @@ def train_skipgram(sentences, vocab: Vocab | None = None, *, dim: int = 50, wind
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
 
-    ids, sentence_ids = vocab.encode(sentences)
+    ids, sentence_ids = vocab.encode_corpus(sentences)
     if len(ids) == 0 and not isinstance(sentences, Sequence):
         raise ValueError("sentences gave no words to train on: it is an iterator, and build_vocab used it up; "
                          "pass a list of sentences")
@@ -351,8 +363,8 @@ class WordVectors(_WordIndex):
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         if np.any(norms == 0):
             raise ValueError(f"word {words[int(np.argmin(norms))]!r} has an all-zero vector")
-        self.words = list(words)
-        self.index = {w: i for i, w in enumerate(self.words)}
+        self.tokens = list(words)
+        self.index = {w: i for i, w in enumerate(self.tokens)}
         self.vectors = vectors / norms
 
     @classmethod
@@ -380,7 +392,7 @@ def _ranked(wv: WordVectors, query: np.ndarray, exclude: Sequence[int], k: int,
     k = min(k, n - len(exclude))
     # Stable sort of the negated scores: equal scores keep the more frequent word first.
     best = np.argsort(-scores, kind="stable")[:k]
-    return [(wv.words[i], round(float(scores[i]), 6)) for i in best]
+    return [(wv.tokens[i], round(float(scores[i]), 6)) for i in best]
 
 
 def nearest(wv: WordVectors, word: str, k: int = 5, restrict_vocab: int | None = None):

@@ -137,8 +137,8 @@ def test_block_misuse_is_reported():
         TransformerBlock(8, 2, cross_attention=True)(torch.randn(1, 2, 8))
     with pytest.raises(ValueError, match="without cross_attention"):
         TransformerBlock(8, 2)(torch.randn(1, 2, 8), memory=torch.randn(1, 2, 8))
-    with pytest.raises(ValueError, match="longer than max_len"):
-        TokenEmbedding(10, 8, max_len=4)(torch.zeros(1, 5, dtype=torch.long))
+    with pytest.raises(ValueError, match="longer than block_size"):
+        TokenEmbedding(10, 8, block_size=4)(torch.zeros(1, 5, dtype=torch.long))
 
 
 def test_sinusoidal_encoding_values_and_distinct_positions():

@@ -41,21 +41,22 @@ def test_vocab_numbers_tokens_in_order_of_first_appearance():
 
 def test_encode_gives_embeddingbag_input_and_skips_unknown_tokens():
     vocab = Vocab(["the digit 7", "a handwritten seven"])
-    ids, offsets = vocab.encode(["the digit 7", "a photo of a seven"])
+    ids, offsets = vocab.encode_batch(["the digit 7", "a photo of a seven"])
     # "photo" and "of" are unknown: the second caption keeps a, a, seven.
     assert ids.tolist() == [0, 1, 2, 3, 3, 5]
     assert offsets.tolist() == [0, 3]
     assert ids.dtype == offsets.dtype == torch.long
+    assert vocab.encode("a photo of a seven") == [3, 3, 5] and vocab.decode([5, 3]) == ["seven", "a"]
 
 
 def test_encode_errors_are_clear():
     vocab = Vocab(["the digit 7"])
     with pytest.raises(ValueError, match="no token in the vocabulary"):
-        vocab.encode(["a photo"])
+        vocab.encode_batch(["a photo"])
     with pytest.raises(TypeError, match="not one string"):
-        vocab.encode("the digit 7")
+        vocab.encode_batch("the digit 7")
     with pytest.raises(ValueError, match="no captions"):
-        vocab.encode([])
+        vocab.encode_batch([])
     with pytest.raises(ValueError, match="empty"):
         Vocab(["...", "。"])
 
@@ -84,7 +85,7 @@ def test_text_encoder_is_a_mean_of_word_vectors_then_a_projection():
     vocab = Vocab(["a handwritten seven", "the digit 7", "手写的数字七"])
     encoder = TextEncoder(len(vocab), width=6, dim=4)
     captions = ["a handwritten seven", "the digit 7", "手写的数字七", "a 七"]
-    vectors = encoder(*vocab.encode(captions))
+    vectors = encoder(*vocab.encode_batch(captions))
     for caption, vector in zip(captions, vectors):
         rows = torch.tensor([vocab.index[t] for t in tokenize(caption)])
         pooled = encoder.embedding.weight[rows].mean(dim=0)
@@ -96,7 +97,7 @@ def test_text_encoder_is_a_mean_of_word_vectors_then_a_projection():
 def test_text_encoder_ignores_word_order():
     vocab = Vocab(["a seven not a one"])
     encoder = TextEncoder(len(vocab))
-    a, b = encoder(*vocab.encode(["a seven, not a one", "a one, not a seven"]))
+    a, b = encoder(*vocab.encode_batch(["a seven, not a one", "a one, not a seven"]))
     torch.testing.assert_close(a, b)
 
 
@@ -182,11 +183,11 @@ def test_a_short_training_run_aligns_digits_with_their_names():
         for start in range(0, 500, 50):
             rows = slice(start, start + 50)
             captions = [f"the digit {names[d]}" for d in labels[rows]]
-            loss = contrastive_loss(image_encoder(images[rows]), text_encoder(*vocab.encode(captions)), 0.1)
+            loss = contrastive_loss(image_encoder(images[rows]), text_encoder(*vocab.encode_batch(captions)), 0.1)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
     with torch.no_grad():
-        prompts = text_encoder(*vocab.encode([f"the digit {n}" for n in names]))
+        prompts = text_encoder(*vocab.encode_batch([f"the digit {n}" for n in names]))
         predicted = (image_encoder(images[500:]) @ prompts.T).argmax(dim=1).numpy()
     assert (predicted == labels[500:]).mean() > 0.7          # chance is 0.1

@@ -95,7 +95,7 @@ def test_training_again_on_a_run_folder_refuses_and_keeps_its_checkpoint(run30, 
     assert f"--out {folder} --max-steps 5 --resume" in err and "--overwrite" in err and "another --out" in err
     assert (folder / "checkpoint.pt").read_bytes() == before
     with pytest.raises(train.RunExistsError, match="resume=True.*overwrite=True"):
-        train.train(dataclasses.replace(train.CONFIGS["tiny"], max_steps=5), folder, device="cpu")
+        train.run(dataclasses.replace(train.CONFIGS["tiny"], max_steps=5), folder, device="cpu")
     assert (folder / "checkpoint.pt").read_bytes() == before
 
     # Starting over is possible, but only when asked for.
@@ -344,7 +344,7 @@ BAD_CALLS = [
     ("attention: a list", lambda: attention.scaled_dot_product_attention([[1.0]], [[1.0]], [[1.0]]),
      TypeError, ["q must be a torch.Tensor, got"]),
     ("positions for a negative length", lambda: attention.sinusoidal_positional_encoding(-1, 4),
-     ValueError, ["max_len must be an integer >= 1, got -1"]),
+     ValueError, ["block_size must be an integer >= 1, got -1"]),
     ("multi-head attention: context of another width", lambda: attention.MultiHeadAttention(8, 2)(torch.randn(2, 3, 8), context=torch.randn(2, 5, 6)),
      ValueError, [r"context must be \[batch, key_len, 8\] with the batch of x \(2\), got a float32 tensor of shape \[2, 5, 6\]"]),
     ("multi-head attention: context of another batch", lambda: attention.MultiHeadAttention(8, 2)(torch.randn(2, 3, 8), context=torch.randn(3, 5, 8)),
@@ -380,19 +380,19 @@ BAD_CALLS = [
     ("a batch of 0 windows", lambda: lm_data.random_batch(torch.arange(100), 0, 8, torch.Generator()),
      ValueError, [r"batch_size must be an integer >= 1, got 0"]),
     ("every 0th poem held out", lambda: lm_data.split_poems([1, 2, 3], 0), ValueError, [r"val_every must be an integer >= 2, got 0"]),
-    ("five poems to train on", lambda: train.train(dataclasses.replace(TINY_CONFIG, max_poems=5), device="cpu", progress=False),
+    ("five poems to train on", lambda: train.run(dataclasses.replace(TINY_CONFIG, max_poems=5), device="cpu", progress=False),
      ValueError, ["max_poems=5 leaves 0 validation poems", "at least 20 are needed"]),
-    ("max_steps 0", lambda: train.train(dataclasses.replace(TINY_CONFIG, max_steps=0), device="cpu"),
+    ("max_steps 0", lambda: train.run(dataclasses.replace(TINY_CONFIG, max_steps=0), device="cpu"),
      ValueError, [r"max_steps must be an integer >= 1, got 0"]),
-    ("batch_size 0", lambda: train.train(dataclasses.replace(TINY_CONFIG, batch_size=0), device="cpu"),
+    ("batch_size 0", lambda: train.run(dataclasses.replace(TINY_CONFIG, batch_size=0), device="cpu"),
      ValueError, [r"batch_size must be an integer >= 1, got 0"]),
-    ("NaN learning rate", lambda: train.train(dataclasses.replace(TINY_CONFIG, learning_rate=float("nan")), device="cpu"),
+    ("NaN learning rate", lambda: train.run(dataclasses.replace(TINY_CONFIG, learning_rate=float("nan")), device="cpu"),
      ValueError, [r"learning_rate must be a finite number > 0, got nan"]),
-    ("eval_every 0", lambda: train.train(dataclasses.replace(TINY_CONFIG, eval_every=0), device="cpu"),
+    ("eval_every 0", lambda: train.run(dataclasses.replace(TINY_CONFIG, eval_every=0), device="cpu"),
      ValueError, [r"eval_every must be an integer >= 1, got 0"]),
-    ("an unknown device", lambda: train.train(TINY_CONFIG, device="nonsense"),
+    ("an unknown device", lambda: train.run(TINY_CONFIG, device="nonsense"),
      ValueError, [r"unknown device 'nonsense': use one of \['cpu', 'cuda', 'mps'\]"]),
-    pytest.param("an absent device", lambda: train.train(TINY_CONFIG, device=ABSENT), RuntimeError,
+    pytest.param("an absent device", lambda: train.run(TINY_CONFIG, device=ABSENT), RuntimeError,
                  [f"device '{ABSENT}' was asked for but is not available here: use 'cpu'"], id="an absent device",
                  marks=pytest.mark.skipif(ABSENT is None, reason="CUDA and MPS are both present")),
 ]

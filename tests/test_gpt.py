@@ -74,8 +74,8 @@ def test_model_learns_a_repeating_pattern():
 
 def test_vocab_encodes_decodes_and_names_unknown_characters():
     vocab = lm_data.CharVocab.build(["床前明月光", "明月几时有"], size=6)
-    assert vocab.chars[:2] == [lm_data.END, lm_data.UNKNOWN]
-    assert vocab.chars[2:4] == ["明", "月"]  # most frequent first
+    assert vocab.tokens[:2] == [lm_data.END, lm_data.UNKNOWN]
+    assert vocab.tokens[2:4] == ["明", "月"]  # most frequent first
     assert len(vocab) == 6
     ids = vocab.encode("明月光\n")
     assert vocab.decode(ids) == "明月" + vocab.decode([vocab.index.get("光", 1)]) + "\n"
@@ -95,7 +95,10 @@ def test_split_and_batches():
     assert len(stream) == 38 * 11 and stream[10].item() == 0  # each poem ends with END
     x, y = lm_data.random_batch(stream, 4, 8, torch.Generator().manual_seed(0))
     assert x.shape == y.shape == (4, 8) and torch.equal(x[:, 1:], y[:, :-1])
-    windows = list(lm_data.consecutive_batches(stream, 3, 8, max_windows=5))
-    assert sum(len(w[0]) for w in windows) == 5
+    cx, cy = lm_data.consecutive_windows(stream, 8, max_windows=5)
+    assert cx.shape == (5, 8) and torch.equal(cx[1], stream[8:16]) and torch.equal(cy[1], stream[9:17])
+    assert len(lm_data.consecutive_windows(stream, 8)[0]) == (len(stream) - 1) // 8
+    fx, fy = lm_data.fixed_windows(stream, 8, 3)               # first, middle and last windows
+    assert torch.equal(fx[0], stream[:8]) and torch.equal(fy[-1], stream[-8:])
     with pytest.raises(ValueError, match="shorter than a window"):
         lm_data.random_batch(stream[:5], 1, 8, torch.Generator())

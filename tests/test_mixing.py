@@ -191,7 +191,7 @@ def test_poem_windows_are_the_consecutive_windows_of_the_stream():
     windows = PoemWindows(POEMS, vocab, block_size=5, name="toy")
     stream = lm_data.encode_poems(POEMS, vocab)
     assert len(windows) == (len(stream) - 1) // 5 == 7
-    expected = list(lm_data.consecutive_batches(stream, batch_size=100, block_size=5))[0]
+    expected = lm_data.consecutive_windows(stream, block_size=5)
     for i in range(len(windows)):
         x, y = windows[i]
         assert torch.equal(x, expected[0][i]) and torch.equal(y, expected[1][i])

@@ -49,7 +49,7 @@ def test_weights_file_holds_only_tensors_and_text():
 
 def test_recomputed_validation_loss_matches_card(pretrained, data):
     model, vocab = pretrained
-    assert vocab.chars == data.vocab.chars, "the pretrained vocabulary must be the one lessons 10-15 build"
+    assert vocab.tokens == data.vocab.tokens, "the pretrained vocabulary must be the one lessons 10-15 build"
     assert model.lm_head.weight is model.token_embedding.weight
     loss = full_validation_loss(model, data.val, model.config.block_size)
     card = model_card()

@@ -31,14 +31,14 @@ def vocabs():
 @pytest.fixture
 def model(vocabs):
     src_vocab, tgt_vocab = vocabs
-    return Seq2SeqTransformer(len(src_vocab), len(tgt_vocab), d_model=32, n_heads=4, n_layers=2).eval()
+    return Seq2SeqTransformer(len(src_vocab), len(tgt_vocab), d_model=32, n_head=4, n_layer=2).eval()
 
 
 def test_vocab_round_trip_and_specials(vocabs):
     src_vocab, tgt_vocab = vocabs
-    assert src_vocab.itos[:4] == list(SPECIALS)
+    assert src_vocab.tokens[:4] == list(SPECIALS)
     assert (Vocab.pad_id, Vocab.bos_id, Vocab.eos_id, Vocab.unk_id) == (0, 1, 2, 3)
-    assert tgt_vocab.itos[4:] == sorted(tgt_vocab.itos[4:])   # ids do not depend on set order
+    assert tgt_vocab.tokens[4:] == sorted(tgt_vocab.tokens[4:])   # ids do not depend on set order
     ids = tgt_vocab.encode(EN[0], bos=True, eos=True)
     assert ids[0] == Vocab.bos_id and ids[-1] == Vocab.eos_id
     assert tgt_vocab.decode(ids + [5, 6]) == EN[0]            # stops at <eos>, drops <bos>
@@ -134,7 +134,7 @@ def test_greedy_decode_stops_at_eos(model, vocabs):
         model.lm_head.weight.zero_()
         model.lm_head.bias.fill_(0.0)
         model.lm_head.bias[Vocab.eos_id] = 10.0
-    out = model.greedy_decode(src, max_len=10, bos_id=Vocab.bos_id, eos_id=Vocab.eos_id)
+    out = model.greedy_decode(src, max_new_tokens=10, bos_id=Vocab.bos_id, eos_id=Vocab.eos_id)
     assert out.tolist() == [[Vocab.eos_id], [Vocab.eos_id]]
 
 
@@ -151,18 +151,18 @@ class Scripted(Seq2SeqTransformer):
         return logits
 
 
-def test_greedy_decode_pads_finished_sentences_and_respects_max_len(vocabs):
-    model = Scripted(len(vocabs[0]), len(vocabs[1]), d_model=16, n_heads=2, n_layers=1)
+def test_greedy_decode_pads_finished_sentences_and_respects_max_new_tokens(vocabs):
+    model = Scripted(len(vocabs[0]), len(vocabs[1]), d_model=16, n_head=2, n_layer=1)
     src = torch.randint(4, len(vocabs[0]), (2, 4))
-    out = model.greedy_decode(src, max_len=10, bos_id=Vocab.bos_id, eos_id=Vocab.eos_id)
+    out = model.greedy_decode(src, max_new_tokens=10, bos_id=Vocab.bos_id, eos_id=Vocab.eos_id)
     assert out.tolist() == [[5, 2, 0, 0], [5, 6, 7, 2]]          # stops when both are done; pads after <eos>
-    out = model.greedy_decode(src, max_len=2, bos_id=Vocab.bos_id, eos_id=Vocab.eos_id)
-    assert out.tolist() == [[5, 2], [5, 6]]                      # never more than max_len tokens
+    out = model.greedy_decode(src, max_new_tokens=2, bos_id=Vocab.bos_id, eos_id=Vocab.eos_id)
+    assert out.tolist() == [[5, 2], [5, 6]]                      # never more than max_new_tokens tokens
 
 
 def test_decode_steps_record_what_the_decoder_saw(model, vocabs):
     src = torch.randint(4, len(vocabs[0]), (1, 4))
-    out, steps = model.greedy_decode(src, max_len=5, bos_id=Vocab.bos_id, eos_id=Vocab.eos_id, return_steps=True)
+    out, steps = model.greedy_decode(src, max_new_tokens=5, bos_id=Vocab.bos_id, eos_id=Vocab.eos_id, return_steps=True)
     assert len(steps) == out.shape[1] and all(isinstance(s, DecodeStep) for s in steps)
     for t, step in enumerate(steps):
         assert step.step == t
@@ -190,7 +190,7 @@ def one_thread():
 def test_overfits_a_handful_of_pairs(vocabs, one_thread):
     src_vocab, tgt_vocab = vocabs
     src, tgt_in, tgt_out = teacher_forcing_batch(ZH, EN, src_vocab, tgt_vocab)
-    model = Seq2SeqTransformer(len(src_vocab), len(tgt_vocab), d_model=32, n_heads=4, n_layers=2)
+    model = Seq2SeqTransformer(len(src_vocab), len(tgt_vocab), d_model=32, n_head=4, n_layer=2)
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     for _ in range(100):
         loss = F.cross_entropy(model(src, tgt_in).flatten(0, 1), tgt_out.flatten(), ignore_index=Vocab.pad_id)
@@ -199,6 +199,6 @@ def test_overfits_a_handful_of_pairs(vocabs, one_thread):
         optimizer.step()
     assert loss.item() < 0.05
     assert model.training                                         # greedy_decode restores the mode
-    out = model.greedy_decode(src, max_len=8, bos_id=Vocab.bos_id, eos_id=Vocab.eos_id)
+    out = model.greedy_decode(src, max_new_tokens=8, bos_id=Vocab.bos_id, eos_id=Vocab.eos_id)
     assert model.training
     assert [tgt_vocab.decode(row) for row in out] == EN

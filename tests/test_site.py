@@ -201,9 +201,9 @@ def test_prose_page(browser, site_url, stem):
 
 
 @pytest.mark.parametrize("query, lessons", [
-    ("注意力", ["07_attention"]),
-    ("掩码", ["06_masks", "07_attention"]),
-    ("attention", ["07_attention"]),
+    ("注意力", ["08_attention"]),
+    ("掩码", ["07_masks", "08_attention"]),
+    ("attention", ["08_attention"]),
 ], ids=["zh-attention", "zh-masks", "en-attention"])
 def test_search_finds_the_lessons(browser, site_url, query, lessons):
     """A reader types a word into the search box and the lessons about it are among the hits.

@@ -77,8 +77,7 @@ def test_checkpoint_loads_with_weights_only_and_rebuilds_the_model(tmp_path):
 
 
 def test_learning_rate_schedule():
-    config = train_module.TrainConfig(learning_rate=1e-3, min_learning_rate=1e-4, warmup_steps=10, max_steps=110)
-    lrs = [train_module.learning_rate(config, s) for s in range(111)]
+    lrs = [train_module.cosine_lr(s, peak=1e-3, floor=1e-4, warmup=10, total=110) for s in range(111)]
     assert lrs[0] == pytest.approx(1e-4) and lrs[9] == pytest.approx(1e-3)
     assert lrs[60] == pytest.approx(5.5e-4) and lrs[110] == pytest.approx(1e-4)
     assert all(a >= b for a, b in zip(lrs[9:], lrs[10:]))
@@ -95,7 +94,7 @@ def test_float16_training_with_a_scaler_resumes_exactly(tmp_path, monkeypatch):
     monkeypatch.setenv("ENCODING_WORLD_AUTOCAST", "fp16")
     config = train_module.dataclasses.replace(train_module.CONFIGS["tiny"], max_steps=20, eval_every=10,
                                               checkpoint_every=10)
-    _, _, straight = train_module.train(config, tmp_path / "straight", device="cpu")
+    _, _, straight = train_module.run(config, tmp_path / "straight", device="cpu")
     saved = torch.load(tmp_path / "straight" / "checkpoint.pt", weights_only=True)["extra"]
     assert saved["grad_scaler"]["scale"] > 0 and all(map(math.isfinite, straight["val_loss"]))
 
@@ -106,7 +105,7 @@ def test_float16_training_with_a_scaler_resumes_exactly(tmp_path, monkeypatch):
         if message.startswith("step 15 "):
             raise Cut
     with pytest.raises(Cut):
-        train_module.train(config, tmp_path / "cut", device="cpu", log_every=1, log=cut_at_15)
+        train_module.run(config, tmp_path / "cut", device="cpu", log_every=1, log=cut_at_15)
     assert torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=True)["step"] == 10
-    _, _, resumed = train_module.train(config, tmp_path / "cut", resume=True, device="cpu", log=lambda _: None)
+    _, _, resumed = train_module.run(config, tmp_path / "cut", resume=True, device="cpu", log=lambda _: None)
     assert resumed["val_loss"] == straight["val_loss"]

@@ -20,7 +20,7 @@ from encoding_world.word2vec import (
 def test_build_vocab_orders_by_count_then_first_seen_and_drops_rare_words():
     sentences = [["b", "a", "c", "a"], ["c", "d", "a", "b", "e"]]
     vocab = build_vocab(sentences, min_count=2)
-    assert vocab.words == ["a", "b", "c"]          # a: 3; b and c: 2 each, b seen first
+    assert vocab.tokens == ["a", "b", "c"]          # a: 3; b and c: 2 each, b seen first
     assert vocab.counts.tolist() == [3, 2, 2]
     assert "d" not in vocab and vocab.id("c") == 2
 
@@ -39,9 +39,10 @@ def test_vocab_errors_name_the_problem():
 
 def test_encode_drops_unknown_words_and_records_sentences():
     vocab = build_vocab([["a", "b", "a", "b"]], min_count=2)
-    ids, sentence_ids = vocab.encode([["a", "zzz", "b"], ["b"]])
+    ids, sentence_ids = vocab.encode_corpus([["a", "zzz", "b"], ["b"]])
     assert ids.tolist() == [0, 1, 1]
     assert sentence_ids.tolist() == [0, 0, 1]
+    assert vocab.encode(["a", "zzz", "b"]) == [0, 1] and vocab.decode([1, 0]) == ["b", "a"]
 
 
 # ----------------------------------------------------------------------------- sampling
@@ -70,7 +71,7 @@ def test_keep_probabilities_equal_gensims():
     model.build_vocab(sentences)
     vocab = build_vocab(sentences, min_count=1)
     ours = keep_probabilities(vocab.counts, sample=1e-2)
-    theirs = np.array([model.wv.get_vecattr(w, "sample_int") / 2**32 for w in vocab.words])
+    theirs = np.array([model.wv.get_vecattr(w, "sample_int") / 2**32 for w in vocab.tokens])
     assert np.allclose(ours, theirs, atol=1e-9)
 
 
@@ -180,7 +181,7 @@ def test_word_vectors_are_unit_length_and_name_unknown_words():
     wv = _toy_vectors()
     assert np.allclose(np.linalg.norm(wv.vectors, axis=1), 1.0)
     swapped = wv.reordered(["woman", "man", "king", "queen", "apple", "pear"])
-    assert np.array_equal(swapped["man"], wv["man"]) and swapped.words[0] == "woman"
+    assert np.array_equal(swapped["man"], wv["man"]) and swapped.tokens[0] == "woman"
     assert wv.similarity("man", "man") == pytest.approx(1.0)
     with pytest.raises(KeyError, match="'kingg' is not in the vocabulary"):
         nearest(wv, "kingg")
