@@ -42,6 +42,8 @@ from encoding_world import lm_data  # noqa: E402
 from encoding_world.lora import add_lora, lora_layers, lora_parameters, merge_lora  # noqa: E402
 from encoding_world.pretrained import load_pretrained  # noqa: E402
 from encoding_world.runtime import set_seed  # noqa: E402
+from encoding_world.train import make_optimizer, train_steps  # noqa: E402
+from encoding_world.training import optimizer_state_bytes, tensor_bytes  # noqa: E402
 
 # Lesson 15's adapter.
 TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj", "up", "down")
@@ -57,14 +59,6 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
-
-
-def tensor_bytes(tensors) -> int:
-    return sum(t.numel() * t.element_size() for t in tensors)
-
-
-def optimizer_state_bytes(optimizer) -> int:
-    return sum(tensor_bytes(v for v in state.values() if torch.is_tensor(v)) for state in optimizer.state.values())
 
 
 def sync(device):
@@ -87,26 +81,22 @@ def bench_training(mode, device, steps, warmup, batch_size) -> dict:
     # reading the corpus would leave its own, larger peak in ru_maxrss before training starts.
     data = torch.randint(model.config.vocab_size, (200_000,))
     params = make_trainable(model, mode)
-    optimizer = torch.optim.AdamW(params, lr=1e-4, betas=(0.9, 0.95), fused=device.type == "cuda")
+    optimizer = make_optimizer(params, lr=1e-4, device=device)
     generator = torch.Generator().manual_seed(0)
-    model.train()
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024   # Linux: kibibytes
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
         cuda_before = torch.cuda.memory_allocated(device)
-    times = []
-    for i in range(warmup + steps):
-        x, y = lm_data.random_batch(data, batch_size, model.config.block_size, generator)
-        x, y = x.to(device), y.to(device)
+    stamps = []
+
+    def on_step(step, loss):          # the book's training loop calls this after each step
         sync(device)
-        start = time.perf_counter()
-        loss = model(x, y)[1]
-        optimizer.zero_grad(set_to_none=False)       # keep the gradients allocated, as during training
-        loss.backward()
-        optimizer.step()
-        sync(device)
-        if i >= warmup:
-            times.append(time.perf_counter() - start)
+        stamps.append(time.perf_counter())
+
+    on_step(0, None)
+    train_steps(model, optimizer, lm_data.random_batches(data, batch_size, model.config.block_size, generator),
+                warmup + steps, on_step=on_step)
+    times = [b - a for a, b in zip(stamps, stamps[1:])][warmup:]
     trainable = [p for p in model.parameters() if p.requires_grad]
     result = {
         "mode": mode,
@@ -179,7 +169,7 @@ def run_device(device, args) -> dict:
             else:
                 runs[mode].append(bench_training(mode, device, args.steps, args.warmup, args.batch_size))
     rows = []
-    for mode, results in runs.items():
+    for results in runs.values():
         best = min(results, key=lambda row: row["step_seconds_median"])
         best["step_seconds_all_rounds"] = [row["step_seconds_median"] for row in results]
         rows.append(best)

@@ -24,6 +24,7 @@ Results are printed and written to bench/results/lora-sweep-cpu<threads>.json.
 """
 import argparse
 import copy
+import functools
 import json
 import sys
 import time
@@ -54,18 +55,8 @@ STEP_COUNTS, SEEDS = [30, 60, 120, 240], [0, 1, 2]
 BLOCK, BATCH, N_WINDOWS = 64, 8, 64
 
 
-def fixed_windows(data, n=N_WINDOWS):
-    starts = torch.linspace(0, len(data) - BLOCK - 1, n).long().tolist()
-    return (torch.stack([data[s:s + BLOCK] for s in starts]),
-            torch.stack([data[s + 1:s + 1 + BLOCK] for s in starts]))
-
-
-@torch.no_grad()
 def val_loss(model, windows):
-    model.eval()
-    loss = model(*windows)[1].item()
-    model.train()
-    return loss
+    return lm_data.mean_loss(model, windows)
 
 
 def run(base, method, lr, steps, seed, song_train, val):
@@ -80,19 +71,10 @@ def run(base, method, lr, steps, seed, song_train, val):
         torch.manual_seed(seed)
         add_lora(model, targets=targets, r=rank, alpha=2.0 * rank)
         params = lora_parameters(model)
-    optimizer = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.95), weight_decay=0.0)
-    schedule = train.TrainConfig(learning_rate=lr, min_learning_rate=lr / 10, warmup_steps=10, max_steps=steps)
-    batches = torch.Generator().manual_seed(seed)
-    model.train()
-    for step in range(steps):
-        for group in optimizer.param_groups:
-            group["lr"] = train.learning_rate(schedule, step)
-        x, y = lm_data.random_batch(song_train, BATCH, BLOCK, batches)
-        loss = model(x, y)[1]
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
+    optimizer = train.make_optimizer(params, lr)                 # AdamW 0.9/0.95, no weight decay
+    lr_at = functools.partial(train.cosine_lr, peak=lr, floor=lr / 10, warmup=10, total=steps)
+    batches = lm_data.random_batches(song_train, BATCH, BLOCK, torch.Generator().manual_seed(seed))
+    train.train_steps(model, optimizer, batches, steps, lr_at=lr_at, grad_clip=1.0)
     return {"method": method, "lr": lr, "steps": steps, "seed": seed,
             "trainable": sum(p.numel() for p in params),
             "song": round(val_loss(model, val["song"]), 6), "tang": round(val_loss(model, val["tang"]), 6)}
@@ -107,8 +89,8 @@ def main():
     song_train_poems, song_val_poems = lm_data.split_poems(load_song_ci())
     song_train = lm_data.encode_poems(song_train_poems, vocab)
     _, tang_val_poems = lm_data.split_poems(load_tang_poems())
-    val = {"song": fixed_windows(lm_data.encode_poems(song_val_poems, vocab)),
-           "tang": fixed_windows(lm_data.encode_poems(tang_val_poems, vocab))}
+    val = {"song": lm_data.fixed_windows(lm_data.encode_poems(song_val_poems, vocab), BLOCK, N_WINDOWS),
+           "tang": lm_data.fixed_windows(lm_data.encode_poems(tang_val_poems, vocab), BLOCK, N_WINDOWS)}
     base_loss = {which: round(val_loss(base, windows), 6) for which, windows in val.items()}
     print(f"base model: Song ci {base_loss['song']:.4f}, Tang {base_loss['tang']:.4f}")
     start = time.time()

@@ -37,7 +37,7 @@ import gc
 import heapq
 import re
 from collections import Counter, defaultdict
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 PATTERN = r" ?\w+| ?[^\w\s]+|\s+"
 BYTE_TOKENS = [f"<0x{b:02X}>" for b in range(256)]
@@ -177,7 +177,7 @@ class BPETokenizer:
             pieces.append(pending.decode("utf-8", errors="replace"))
         return "".join(pieces)
 
-    def truncated(self, vocab_size: int) -> "BPETokenizer":
+    def truncated(self, vocab_size: int) -> BPETokenizer:
         """The tokenizer `train` would have returned for a smaller `vocab_size` (a prefix of the merges)."""
         base = len(self.alphabet) + (256 if self.byte_fallback else 0)
         if vocab_size < base:

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-
 # ---------------------------------------------------------------- k-means (unsupervised)
 
 def squared_distances(X, centres, x_squared=None) -> np.ndarray:
@@ -73,7 +72,7 @@ def kmeans(X, centres, max_iter: int = 300) -> KMeansResult:
     centres = np.array(centres, dtype=float)
     x_squared = (X * X).sum(axis=1)
     labels = None
-    for n_iter in range(1, max_iter + 1):
+    for n_iter in range(1, max_iter + 1):  # noqa: B007 (the count is returned)
         new_labels = squared_distances(X, centres, x_squared).argmin(axis=1)
         if labels is not None and np.array_equal(new_labels, labels):
             break

@@ -428,7 +428,7 @@ def unmerge_lora(model: nn.Module) -> None:
         layer.unmerge()
 
 
-def _unwrap(model: nn.Module, merge: bool) -> nn.Module:
+def _without_adapters(model: nn.Module, merge: bool) -> nn.Module:
     for name, layer in lora_layers(model).items():
         if merge:
             layer.merge()
@@ -445,12 +445,12 @@ def _unwrap(model: nn.Module, merge: bool) -> nn.Module:
 def merge_and_unload(model: nn.Module) -> nn.Module:
     """Fold every ΔW into its base weight and put the plain nn.Linear back: the model has
     exactly the base's structure and parameter count again (PEFT's merge_and_unload)."""
-    return _unwrap(model, merge=True)
+    return _without_adapters(model, merge=True)
 
 
 def unload_lora(model: nn.Module) -> nn.Module:
     """Remove the LoRA layers without merging: the base model as it was."""
-    return _unwrap(model, merge=False)
+    return _without_adapters(model, merge=False)
 
 
 def combine_adapters(adapters, weights) -> Adapter:

@@ -55,7 +55,7 @@ class PoemWindows(Dataset):
 
     @classmethod
     def tang(cls, vocab: CharVocab, block_size: int, split: str = "train", poems=None,
-             name: str | None = None) -> "PoemWindows":
+             name: str | None = None) -> PoemWindows:
         """Windows over the Tang poems' training or validation split (lm_data.split_poems).
         Pass `poems` (e.g. load_tang_poems(), or a selection of it) to avoid reading the
         file again."""
@@ -64,7 +64,7 @@ class PoemWindows(Dataset):
 
     @classmethod
     def song(cls, vocab: CharVocab, block_size: int, split: str = "train", poems=None,
-             name: str | None = None) -> "PoemWindows":
+             name: str | None = None) -> PoemWindows:
         """Windows over the Song ci's training or validation split (or those of `poems`)."""
         return cls(_split(poems if poems is not None else load_song_ci(), split), vocab, block_size,
                    name=name or f"song/{split}")

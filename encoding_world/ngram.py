@@ -225,7 +225,7 @@ def _minimise(objective, x0, bounds, sweeps: int = 2):
     best = objective(x)
     for _ in range(sweeps):
         for i in range(len(x)):
-            result = minimize_scalar(lambda v: objective(x[:i] + [v] + x[i + 1:]), bounds=bounds,
+            result = minimize_scalar(lambda v, i=i: objective(x[:i] + [v] + x[i + 1:]), bounds=bounds,
                                      method="bounded", options={"xatol": 1e-3})
             if result.fun < best:
                 x[i], best = float(result.x), float(result.fun)
@@ -300,7 +300,7 @@ class NGramLM:
         self._levels = {spec: counts.table(*spec) for spec in self._level_specs()}
         self.n_train = counts.n_tokens
 
-    def fit(self, stream) -> "NGramLM":
+    def fit(self, stream) -> NGramLM:
         """Count the n-grams of a training stream (choosing the smoothing's hyper-parameters
         first, on held-out training poems, when they were not given)."""
         ids = as_ids(stream, self.vocab_size)
@@ -311,7 +311,7 @@ class NGramLM:
         counts = NGramCounts(ids, max(self.order, 1), self.vocab_size, self.start_id)
         return self.fit_counts(counts, tuning)
 
-    def fit_counts(self, counts: NGramCounts, tuning=None) -> "NGramLM":
+    def fit_counts(self, counts: NGramCounts, tuning=None) -> NGramLM:
         """Like `fit`, from counts already made; tuning = (counts of the fitting part,
         held-out stream), needed when hyper-parameters must be chosen. A third element, a
         dict, may cache the held-out lookups between models (as `fit_models` does)."""

@@ -36,8 +36,8 @@ def heatmap(ax, values, row_labels, col_labels=None, *, cmap="Blues", vmin=0.0, 
             title: str | None = None, rotate: int = 0):
     """Draw a matrix as coloured cells with a label for every row and column (the columns
     take the row labels unless given); with `annotate` (a format such as ".2f") every cell
-    shows its value, in white on dark cells. Returns the image, for a colour bar. Lesson 1
-    writes it out."""
+    shows its value, in white on dark cells, whatever the colour map. Returns the image, for a
+    colour bar. Lesson 1 writes it out."""
     import numpy as np
 
     values = np.asarray(values, dtype=float)
@@ -49,10 +49,10 @@ def heatmap(ax, values, row_labels, col_labels=None, *, cmap="Blues", vmin=0.0, 
     ax.set_xticks(range(len(col_labels)), col_labels, rotation=rotate, ha="right" if rotate else "center")
     ax.set_yticks(range(len(row_labels)), row_labels)
     if annotate:
-        middle = (vmin + vmax) / 2
         for (i, j), v in np.ndenumerate(values):
+            r, g, b, _ = image.cmap(image.norm(v))          # the cell's colour: dark cells get white text
             ax.text(j, i, format(v, annotate), ha="center", va="center", fontsize=8,
-                    color="white" if v > middle else "black")
+                    color="white" if 0.299 * r + 0.587 * g + 0.114 * b < 0.5 else "black")
     if title:
         ax.set_title(title)
     return image

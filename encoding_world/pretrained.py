@@ -29,8 +29,7 @@ from .checks import check_finite, check_output_folder
 from .data import DATA_DIR, DataError, data_path, restore_hint, sha256
 from .gpt import GPT, GPTConfig
 from .train import TrainConfig, load_data
-from .training import (CheckpointError, load_checkpoint, read_checkpoint, remove_leftover_temporaries,
-                       write_atomically)
+from .training import CheckpointError, load_checkpoint, read_checkpoint, remove_leftover_temporaries, write_atomically
 
 WEIGHTS = "minigpt_tang.safetensors"
 CARD = "minigpt_tang.json"

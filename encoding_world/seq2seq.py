@@ -15,8 +15,8 @@ Masks follow encoding_world.masks: True where attention is allowed.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 import torch
 from torch import nn
@@ -44,7 +44,7 @@ class Vocab:
         self.index: dict[str, int] = {w: i for i, w in enumerate(self.tokens)}
 
     @classmethod
-    def from_sentences(cls, sentences: Iterable[Sequence[str]]) -> "Vocab":
+    def from_sentences(cls, sentences: Iterable[Sequence[str]]) -> Vocab:
         """Build a vocabulary from tokenised sentences (lists of tokens)."""
         return cls(token for sentence in sentences for token in sentence)
 

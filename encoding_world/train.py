@@ -26,7 +26,7 @@ import json
 import math
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -36,8 +36,14 @@ from .checks import check_int, check_number, check_output_folder
 from .data import load_tang_poems
 from .gpt import GPT, GPTConfig
 from .runtime import DeviceUnavailableError, autocast, get_device, grad_scaler, set_seed
-from .training import (CheckpointError, load_checkpoint, read_checkpoint, remove_leftover_temporaries,
-                       save_checkpoint, write_atomically)
+from .training import (
+    CheckpointError,
+    load_checkpoint,
+    read_checkpoint,
+    remove_leftover_temporaries,
+    save_checkpoint,
+    write_atomically,
+)
 
 
 @dataclass

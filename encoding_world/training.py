@@ -1,8 +1,14 @@
 """The reusable parts of a training script: one epoch of training, evaluation, checkpoints.
 
-Lesson 2 writes each piece out by hand and then checks it against this module; later
-lessons (the translator, the mini-GPT, LoRA fine-tuning) import it. The code is kept
-plain on purpose, in the spirit of nanoGPT: a loop you can read top to bottom.
+Who uses what. Lesson 2 writes the epoch loop (`train_one_epoch`, `evaluate`, `fit`) out by
+hand and checks it against this module: the loop for a classifier over a data set, epoch
+after epoch. The language models do not use it: they train step by step on random windows,
+in `train.train_steps` (lessons 12, 15, 16, 18 and the training command). The checkpoint
+functions serve everyone: lesson 2 introduces them, `train.run` saves and resumes runs
+with them, `pretrained` and `lora` read the book's files through `read_checkpoint` /
+`load_checkpoint`. The memory counters (`tensor_bytes`, `optimizer_state_bytes`) are
+lesson 15's. The code is kept plain on purpose, in the spirit of nanoGPT: a loop you can
+read top to bottom.
 
 Conventions
 -----------
@@ -128,7 +134,7 @@ def tensor_bytes(tensors) -> int:
 
 def optimizer_state_bytes(optimizer) -> int:
     """Bytes of an optimizer's state: for AdamW, exp_avg and exp_avg_sq (two numbers per
-    trained parameter) and a step counter per tensor. Lesson 15 writes it out."""
+    trained parameter) and a step counter per tensor (lesson 15)."""
     return sum(tensor_bytes(v for v in state.values() if torch.is_tensor(v)) for state in optimizer.state.values())
 
 

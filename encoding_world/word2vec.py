@@ -19,8 +19,8 @@ import bz2
 import time
 import zlib
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
 
 import numpy as np
 import torch
@@ -263,7 +263,7 @@ class TrainedSkipGram:
         """The center-word vectors, one row per vocabulary word (float32, not normalised)."""
         return self.model.center.weight.detach().cpu().numpy().copy()
 
-    def word_vectors(self) -> "WordVectors":
+    def word_vectors(self) -> WordVectors:
         """The center-word vectors as unit-length `WordVectors`, ready for evaluation."""
         return WordVectors(self.vocab.tokens, self.vectors)
 
@@ -368,11 +368,11 @@ class WordVectors(_WordIndex):
         self.vectors = vectors / norms
 
     @classmethod
-    def from_gensim(cls, keyed_vectors) -> "WordVectors":
+    def from_gensim(cls, keyed_vectors) -> WordVectors:
         """gensim's `model.wv` (a KeyedVectors), in gensim's own row order."""
         return cls(keyed_vectors.index_to_key, keyed_vectors.vectors)
 
-    def reordered(self, words: Sequence[str]) -> "WordVectors":
+    def reordered(self, words: Sequence[str]) -> WordVectors:
         """The same vectors with rows in the order of `words` (e.g. another model's vocabulary)."""
         return WordVectors(words, self.vectors[[self.id(w) for w in words]])
 

@@ -40,8 +40,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "book"))     # the book's tooling
 
-from encoding_world import colab, links  # noqa: E402
+import colab  # noqa: E402
+import links  # noqa: E402
 
 README = ROOT / "tests" / "README.md"
 RECORD_START = "<!-- colab-check: start (written by `make colab-check`) -->"
@@ -178,8 +180,8 @@ def make_hub_cache(hf_home: Path) -> None:
 
 
 def committed_setup_cell(reference: Path) -> str:
-    """setup_cell_source() as the committed encoding_world/links.py writes it."""
-    code = ("import sys; sys.path.insert(0, sys.argv[1]); from encoding_world import links; "
+    """setup_cell_source() as the committed book/links.py writes it."""
+    code = ("import sys; sys.path.insert(0, sys.argv[1] + '/book'); import links; "
             "assert links.__file__.startswith(sys.argv[1]), links.__file__; print(links.setup_cell_source(), end='')")
     return sh([sys.executable, "-c", code, str(reference)], cwd=reference)
 
@@ -191,7 +193,7 @@ def first_error(nb: dict) -> str:
         for out in cell.get("outputs", []):
             if out.get("output_type") == "error":
                 trace = [ANSI.sub("", line) for line in out.get("traceback", [])]
-                failing = [l.strip() for t in trace for l in t.splitlines() if l.strip().startswith("---->")]
+                failing = [line.strip() for t in trace for line in t.splitlines() if line.strip().startswith("---->")]
                 where = f" at `{re.sub(r'^----> *[0-9]* *', '', failing[-1])}`" if failing else ""
                 message = f"{out['ename']}: {out['evalue']}".strip().rstrip(":")
                 return f"cell {index}: {message[:160]}{where[:160]}"
@@ -201,8 +203,8 @@ def first_error(nb: dict) -> str:
 def run_lesson(name: str, reference: Path, setup_cell: str, lesson_dir: Path,
                km_factory, env: dict, vpython: Path, baseline: dict) -> dict:
     import nbformat
-    from nbclient import NotebookClient
     from jupyter_core.utils import run_sync
+    from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 
     content = lesson_dir / "content"
@@ -210,7 +212,7 @@ def run_lesson(name: str, reference: Path, setup_cell: str, lesson_dir: Path,
     checkout = content / "encoding-the-world"
     nb = nbformat.read(reference / "notebooks" / name, as_version=4)
     cell = next(c for c in nb.cells if c.cell_type == "code")
-    # The launch cell that encoding_world/links.py writes (the same as the notebook's once
+    # The launch cell that book/links.py writes (the same as the notebook's once
     # `make links` has run), pointed at this lesson's content/ folder instead of /content.
     result = {"lesson": name, "cell_as_committed": cell.source == setup_cell}
     cell.source = setup_cell.replace(links.CHECKOUT, str(checkout))
@@ -348,9 +350,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     pins, header = colab.read_requirements()
-    header["colab-source"] = next((l.split("Source:", 1)[1].strip().rstrip(".")
-                                   for l in colab.REQUIREMENTS.read_text(encoding="utf-8").splitlines()
-                                   if l.startswith("# Source:")), "requirements-colab.txt")
+    header["colab-source"] = next((line.split("Source:", 1)[1].strip().rstrip(".")
+                                   for line in colab.REQUIREMENTS.read_text(encoding="utf-8").splitlines()
+                                   if line.startswith("# Source:")), "requirements-colab.txt")
     lessons = sorted(p.name for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
     if args.lessons:
         lessons = [n for n in lessons if any(n.startswith(w.zfill(2)) or n == w for w in args.lessons)]
@@ -425,7 +427,7 @@ def main(argv=None) -> int:
         text = report(results, commit, header, diffs, python_version)
         if stale_cells:
             text += (f"\n\n{stale_cells} committed notebook(s) had a launch cell older than "
-                     "`encoding_world/links.py`'s; the rehearsal ran the current one (run `make links`).")
+                     "`book/links.py`'s; the rehearsal ran the current one (run `make links`).")
         say("\n" + text)
         out = ROOT / "_build" / "colab-check.md"
         out.parent.mkdir(exist_ok=True)

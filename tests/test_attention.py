@@ -4,8 +4,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from encoding_world.attention import (MultiHeadAttention, scaled_dot_product_attention,
-                                      sinusoidal_positional_encoding)
+from encoding_world.attention import MultiHeadAttention, scaled_dot_product_attention, sinusoidal_positional_encoding
 from encoding_world.masks import attention_mask, causal_mask, padding_mask
 from encoding_world.transformer import Decoder, Encoder, TokenEmbedding, TransformerBlock
 

@@ -3,8 +3,7 @@ import numpy as np
 import pytest
 from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
 
-from encoding_world.bow import (idf_weights, tfidf_from_counts, words, zh_count_vectorizer,
-                                zh_tfidf_vectorizer)
+from encoding_world.bow import idf_weights, tfidf_from_counts, words, zh_count_vectorizer, zh_tfidf_vectorizer
 
 DOCS = [
     "我爱北京天安门",

@@ -9,7 +9,6 @@ import torch.nn.functional as F
 
 from encoding_world.clip import ImageEncoder, TextEncoder, Vocab, contrastive_loss, tokenize
 
-
 # ------------------------------------------------------------------------- tokenizer
 
 @pytest.mark.parametrize("text, tokens", [

@@ -7,8 +7,11 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.version import Version
 
-from encoding_world import colab, links
 from encoding_world.data import REPO_ROOT
+
+sys.path.insert(0, str(REPO_ROOT / "book"))      # the book's tooling: book/links.py, book/colab.py
+import colab  # noqa: E402
+import links  # noqa: E402
 
 
 def project_requirements() -> dict[str, Requirement]:
@@ -56,7 +59,7 @@ def test_requirements_colab_names_its_source_and_every_dependency():
     text = colab.REQUIREMENTS.read_text(encoding="utf-8")
     assert "googlecolab/backend-info at commit" in text and "dated 20" in text
     assert header["colab-python"].startswith("3.")
-    lacking = next(l for l in text.splitlines() if l.startswith("# the book requires"))
+    lacking = next(line for line in text.splitlines() if line.startswith("# the book requires"))
     for name in project_requirements():
         assert name in pins or name in lacking, f"{name}: neither pinned from Colab nor listed as missing"
     for name in colab.RUNTIME_ROOTS:

@@ -139,6 +139,27 @@ def test_decode_stops_when_every_row_has_stopped(model):
     assert out.shape == (2, 2)
 
 
+def test_each_row_stops_at_its_own_stop_id_and_the_others_carry_on(model):
+    """A row that writes stop_id is padded with it from then on; the other rows continue and
+    get exactly the tokens they would get without a stop (every row takes part in each draw)."""
+    start = torch.zeros(6, 1, dtype=torch.long)
+    free = D.decode(model, start, 12, generator=torch.Generator().manual_seed(1))
+    # A stop token that some rows write early and others never write in these 12 steps.
+    written = [set(row[1:].tolist()) for row in free]
+    stop = next(t for t in range(model.config.vocab_size)
+                if 0 < sum(t in w for w in written) < len(written))
+    out = D.decode(model, start, 12, generator=torch.Generator().manual_seed(1), stop_id=stop)
+    assert out.shape == free.shape       # some row never stops, so all 12 steps run
+    for row_free, row in zip(free, out):
+        hits = (row_free[1:] == stop).nonzero()
+        if len(hits) == 0:
+            assert torch.equal(row, row_free)                       # never stopped: untouched
+        else:
+            cut = hits[0].item() + 1                                 # position of the first stop
+            assert torch.equal(row[:cut + 1], row_free[:cut + 1])    # identical up to the stop ...
+            assert (row[cut + 1:] == stop).all()                     # ... then only stop_id
+
+
 def test_completions_cut_at_the_first_stop():
     ids = torch.tensor([[9, 9, 1, 2, 0, 3], [9, 9, 4, 5, 6, 7]])
     assert D.completions(ids, 2, stop_id=0) == [[1, 2], [4, 5, 6, 7]]

@@ -3,9 +3,14 @@ import numpy as np
 import pytest
 
 from encoding_world import embeddings
-from encoding_world.embeddings import (EMBEDDING_DIM, VectorIndex, embed_texts, load_sentence_model,
-                                       local_model_path, recall_at_k)
-
+from encoding_world.embeddings import (
+    EMBEDDING_DIM,
+    VectorIndex,
+    embed_texts,
+    load_sentence_model,
+    local_model_path,
+    recall_at_k,
+)
 
 # ---------------------------------------------------------------- the brute-force index
 

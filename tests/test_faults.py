@@ -29,7 +29,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 import encoding_world.data as data_module
-from encoding_world import attention, checks, decoding, lm_data, lora, pretrained, train, training, word2vec
+from encoding_world import attention, checks, decoding, lm_data, lora, pretrained, train, word2vec
 from encoding_world.data import DataError
 from encoding_world.gpt import GPT, GPTConfig
 from encoding_world.runtime import get_device

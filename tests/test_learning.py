@@ -4,9 +4,22 @@ import pytest
 from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score
 
-from encoding_world.learning import (ACTIONS, GridWorld, best_of_restarts, epsilon_greedy,
-                                     greedy_policy, inertia, kmeans, kmeans_plusplus, q_learning,
-                                     regret, squared_distances, top_terms, ucb1, value_iteration)
+from encoding_world.learning import (
+    ACTIONS,
+    GridWorld,
+    best_of_restarts,
+    epsilon_greedy,
+    greedy_policy,
+    inertia,
+    kmeans,
+    kmeans_plusplus,
+    q_learning,
+    regret,
+    squared_distances,
+    top_terms,
+    ucb1,
+    value_iteration,
+)
 
 
 def blobs(seed=0, per_blob=40, spread=6.0):

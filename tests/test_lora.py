@@ -9,10 +9,26 @@ from safetensors.torch import save_file
 from torch import nn
 
 from encoding_world.gpt import GPT, GPTConfig
-from encoding_world.lora import (Adapter, LoRAEmbedding, LoRAError, LoRALinear, TiedLoRAHead, add_lora,
-                                 combine_adapters, get_adapter, load_lora, lora_layers, lora_parameters,
-                                 lora_state_dict, merge_and_unload, merge_lora, read_adapter, save_lora,
-                                 unload_lora, unmerge_lora)
+from encoding_world.lora import (
+    Adapter,
+    LoRAEmbedding,
+    LoRAError,
+    LoRALinear,
+    TiedLoRAHead,
+    add_lora,
+    combine_adapters,
+    get_adapter,
+    load_lora,
+    lora_layers,
+    lora_parameters,
+    lora_state_dict,
+    merge_and_unload,
+    merge_lora,
+    read_adapter,
+    save_lora,
+    unload_lora,
+    unmerge_lora,
+)
 
 TARGETS = ("q_proj", "v_proj", "ffn.down")
 
@@ -129,9 +145,9 @@ def test_only_adapter_parameters_train():
 def test_merge_unmerge_round_trip():
     model = adapted()
     before = logits(model)
-    weights = {n: l.base.weight.clone() for n, l in lora_layers(model).items()}
+    weights = {n: layer.base.weight.clone() for n, layer in lora_layers(model).items()}
     merge_lora(model)
-    assert all(l.merged for l in lora_layers(model).values())
+    assert all(layer.merged for layer in lora_layers(model).values())
     assert torch.allclose(logits(model), before, atol=1e-5, rtol=0)
     merge_lora(model)                                   # merging twice is a no-op
     assert torch.allclose(logits(model), before, atol=1e-5, rtol=0)

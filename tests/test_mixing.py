@@ -7,8 +7,7 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from encoding_world import lm_data
 from encoding_world.data import Poem
-from encoding_world.mixing import (MixedDataset, PoemWindows, draw_plan, empirical_shares, normalise_rates,
-                                   parse_rates)
+from encoding_world.mixing import MixedDataset, PoemWindows, draw_plan, empirical_shares, normalise_rates, parse_rates
 
 
 class Tagged(Dataset):

@@ -5,12 +5,18 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from encoding_world import lm_data, train
+from encoding_world import train
 from encoding_world.data import data_path
-from encoding_world.gpt import GPT
 from encoding_world.ngram import best_ngram_val_loss
-from encoding_world.pretrained import (CARD_TEXT, WEIGHTS, export, full_validation_loss, load_pretrained,
-                                       model_card, sha256)
+from encoding_world.pretrained import (
+    CARD_TEXT,
+    WEIGHTS,
+    export,
+    full_validation_loss,
+    load_pretrained,
+    model_card,
+    sha256,
+)
 from encoding_world.training import CheckpointError
 
 BEST_NGRAM = 4.9973  # lesson 10's Kneser-Ney 5-gram, nats per character on the same stream

@@ -4,8 +4,15 @@ import torch
 import torch.nn.functional as F
 
 from encoding_world.masks import causal_mask
-from encoding_world.seq2seq import (SPECIALS, DecodeStep, Seq2SeqTransformer, Vocab, decoder_with_weights,
-                                    pad_sequences, teacher_forcing_batch)
+from encoding_world.seq2seq import (
+    SPECIALS,
+    DecodeStep,
+    Seq2SeqTransformer,
+    Vocab,
+    decoder_with_weights,
+    pad_sequences,
+    teacher_forcing_batch,
+)
 from encoding_world.transformer import Decoder
 
 PAIRS = [("我 是 一个 学生", "I am a student"),

@@ -10,8 +10,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from encoding_world import set_seed
-from encoding_world.training import (CheckpointError, evaluate, fit, load_checkpoint,
-                                     save_checkpoint, train_one_epoch)
+from encoding_world.training import CheckpointError, evaluate, fit, load_checkpoint, save_checkpoint, train_one_epoch
 
 CPU = torch.device("cpu")
 
@@ -69,7 +68,7 @@ def test_train_one_epoch_equals_a_hand_written_loop():
         ref_opt.step()
         losses.append(loss.item())
         sizes.append(len(yb))
-    expected = sum(l * n for l, n in zip(losses, sizes)) / sum(sizes)
+    expected = sum(loss * n for loss, n in zip(losses, sizes)) / sum(sizes)
     assert mean_loss == pytest.approx(expected, rel=1e-12)
     for p, q in zip(ours.parameters(), ref.parameters()):
         assert torch.equal(p, q)

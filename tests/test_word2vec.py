@@ -9,11 +9,24 @@ import pytest
 import torch
 
 from encoding_world.word2vec import (
-    SkipGramNS, Vocab, WordVectors, analogy, analogy_accuracy, build_vocab, keep_probabilities,
-    load_google_analogies, load_wordsim353, nearest, noise_distribution, skipgram_pairs,
-    stable_hash, train_skipgram, unigram_table, wikipedia_sentences, wordsim_spearman,
+    SkipGramNS,
+    Vocab,
+    WordVectors,
+    analogy,
+    analogy_accuracy,
+    build_vocab,
+    keep_probabilities,
+    load_google_analogies,
+    load_wordsim353,
+    nearest,
+    noise_distribution,
+    skipgram_pairs,
+    stable_hash,
+    train_skipgram,
+    unigram_table,
+    wikipedia_sentences,
+    wordsim_spearman,
 )
-
 
 # ----------------------------------------------------------------------------- vocabulary
 

@@ -7,7 +7,7 @@ dependencies, everything they depend on, and the Jupyter kernel and pip that run
 `make colab-check` (tests/colab_check.py) installs exactly these into a fresh virtual
 environment and runs every lesson in it as a Colab reader would.
 
-    python -m encoding_world.colab pip-freeze.txt --os-info os-info.txt \\
+    python book/colab.py pip-freeze.txt --os-info os-info.txt \\
         --source "googlecolab/backend-info at commit <sha>" --date 2026-08-19
 
 rewrites requirements-colab.txt from a newer freeze: pip resolves the book's dependencies
@@ -22,7 +22,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .data import REPO_ROOT
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 REQUIREMENTS = REPO_ROOT / "requirements-colab.txt"
 # What runs a lesson besides the book's dependencies: the kernel, the pip and setuptools
@@ -106,7 +106,7 @@ def render(colab: dict[str, str], needed: dict[str, str], *, source: str, date: 
         f"# Source: {source}, pip-freeze.txt and os-info.txt, dated {date}.",
         f"# colab-python: {python}",
         f"# colab-system: {system}",
-        "# Written by `python -m encoding_world.colab` from that pip-freeze.txt; `make colab-check`",
+        "# Written by `python book/colab.py` from that pip-freeze.txt; `make colab-check`",
         "# installs these into a fresh environment and runs every lesson as a Colab reader would.",
         "# Colab's torch is the +cpu (or +cuXXX) build of PyTorch's index; PyPI's build of the",
         "# same release stands in for it.",
@@ -143,9 +143,9 @@ def main(argv=None) -> int:
                         help="the Python whose pip resolves the dependencies (Colab's version if you have it)")
     args = parser.parse_args(argv)
 
-    os_info = [l.strip() for l in args.os_info.read_text(encoding="utf-8").splitlines()
-               if l.strip() and not l.startswith("#")]
-    python = next((l.split()[1] for l in os_info if l.startswith("Python ")), None)
+    os_info = [line.strip() for line in args.os_info.read_text(encoding="utf-8").splitlines()
+               if line.strip() and not line.startswith("#")]
+    python = next((line.split()[1] for line in os_info if line.startswith("Python ")), None)
     if python is None:
         parser.error(f"{args.os_info} names no Python version (a line 'Python 3.x.y')")
     system = os_info[0]

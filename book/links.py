@@ -5,8 +5,8 @@ address is written by hand. This module derives from it the Colab set-up cell th
 every lesson, the clone and Colab links in README.md, and the address where GitHub Pages
 publishes the site (in README.md, and as `html.baseurl` in `_config.yml`).
 
-    python -m encoding_world.links          # rewrite them after changing _config.yml
-    python -m encoding_world.links --check  # fail if any is out of date (a test runs this)
+    python book/links.py          # rewrite them after changing _config.yml
+    python book/links.py --check  # fail if any is out of date (a test runs this)
 """
 import argparse
 import json
@@ -14,15 +14,15 @@ import re
 import sys
 from pathlib import Path
 
-from .data import REPO_ROOT
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 NOTEBOOKS = REPO_ROOT / "notebooks"
 CHECKOUT = "/content/encoding-the-world"
 SETUP_MARKER = "# Colab set-up"
 SETUP_TAGS = ["hide-input"]  # folded away on the book's pages; it matters only in Colab
-README_START = "<!-- links: start (written by `python -m encoding_world.links`) -->"
+README_START = "<!-- links: start (written by `python book/links.py`) -->"
 README_END = "<!-- links: end -->"
-SITE_START = "<!-- site: start (written by `python -m encoding_world.links`) -->"
+SITE_START = "<!-- site: start (written by `python book/links.py`) -->"
 SITE_END = "<!-- site: end -->"
 PDF_NAME = "encoding-the-world.pdf"  # `make pdf`; deploy.yml publishes it beside the site
 
@@ -67,7 +67,10 @@ def setup_cell_source() -> str:
     url, branch = repository()
     return f'''{SETUP_MARKER}: in Google Colab, fetch the book's code and data and install what
 # Colab lacks, keeping Colab's own torch and numpy. From a checkout this cell does nothing.
-import os, subprocess, sys
+import os
+import subprocess
+import sys
+
 if "google.colab" in sys.modules:
     if not os.path.isdir("{CHECKOUT}"):
         subprocess.run(["git", "clone", "-q", "--depth", "1", "--branch", "{branch}",
@@ -81,7 +84,10 @@ if "google.colab" in sys.modules:
 
 def site_block() -> str:
     return "\n".join([SITE_START, f"The book is published at **<{pages_url()}>**, and as one PDF at "
-                                   f"<{pages_url()}{PDF_NAME}>.", SITE_END])
+                                   f"<{pages_url()}{PDF_NAME}>.", "",
+                       f"中文版：**<{pages_url()}zh/>**。每一课的中文笔记本在 `zh/notebooks/`，"
+                       "代码与输出和英文版完全相同，只有文字不同；每页右上角的“English / 中文”"
+                       "按钮在两种语言之间切换同一页。", SITE_END])
 
 
 def config_with_baseurl(text: str, baseurl: str) -> str:
@@ -218,7 +224,7 @@ def main(argv=None) -> int:
     if args.check:
         stale = stale_files()
         for path in stale:
-            print(f"{path.relative_to(REPO_ROOT)}: links out of date; run `python -m encoding_world.links`")
+            print(f"{path.relative_to(REPO_ROOT)}: links out of date; run `python book/links.py`")
         return 1 if stale else 0
     for path in write_links():
         print(f"rewrote {path.relative_to(REPO_ROOT)}")
