@@ -19,8 +19,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from encoding_world import links
 from encoding_world.data import REPO_ROOT
+
+sys.path.insert(0, str(REPO_ROOT / "book"))      # the book's tooling: book/links.py, book/zh.py
+import links  # noqa: E402
+import zh  # noqa: E402
 
 HTML = REPO_ROOT / "_build" / "html"
 LESSONS = sorted((REPO_ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
@@ -40,14 +43,22 @@ def find_chromium():
 
 @pytest.fixture(scope="session")
 def built_site():
+    """Both editions, as `make book` builds them: English in _build/html, Chinese in zh/."""
     jupyter_book = Path(sys.executable).parent / "jupyter-book"
-    result = subprocess.run([str(jupyter_book), "build", str(REPO_ROOT), "--all",
-                             "--warningiserror", "--keep-going"],
-                            capture_output=True, text=True, cwd=REPO_ROOT)
-    log = result.stdout + result.stderr
-    assert result.returncode == 0, f"the book did not build cleanly:\n{log[-6000:]}"
-    assert (HTML / "index.html").exists()
-    return log
+    logs = []
+    for source in (REPO_ROOT, REPO_ROOT / "zh"):
+        if source.name == "zh":
+            zh.build()
+        result = subprocess.run([str(jupyter_book), "build", str(source), "--all",
+                                 "--warningiserror", "--keep-going"],
+                                capture_output=True, text=True, cwd=REPO_ROOT)
+        log = result.stdout + result.stderr
+        assert result.returncode == 0, f"{source.name}: the book did not build cleanly:\n{log[-6000:]}"
+        logs.append(log)
+    shutil.rmtree(HTML / "zh", ignore_errors=True)
+    shutil.copytree(REPO_ROOT / "zh" / "_build" / "html", HTML / "zh")
+    assert (HTML / "index.html").exists() and (HTML / "zh" / "index.html").exists()
+    return "\n".join(logs)
 
 
 @pytest.fixture(scope="session")
@@ -90,7 +101,7 @@ def open_page(browser, url):
 
 
 def test_book_builds_without_warnings(built_site):
-    assert "build succeeded" in built_site
+    assert built_site.count("build succeeded") == 2          # the English and the Chinese edition
     assert not re.search(r"\bWARNING\b", built_site)
 
 
@@ -234,3 +245,80 @@ def test_every_page_names_its_published_address(built_site):
     for lesson in LESSONS:
         page = (HTML / "notebooks" / f"{lesson.stem}.html").read_text(encoding="utf-8")
         assert f'<link rel="canonical" href="{links.pages_url()}notebooks/{lesson.stem}.html" />' in page
+
+
+# ----------------------------------------------------------------- the Chinese edition
+
+def switch_target(page):
+    link = page.locator("#language-switch")
+    assert link.count() == 1, "no language switch on the page"
+    return link.get_attribute("href")
+
+
+@pytest.mark.parametrize("lesson", LESSONS, ids=lambda p: p.stem)
+def test_chinese_lesson_page(browser, site_url, lesson):
+    """The Chinese lesson: its title, every figure, the formulas, a Colab button that opens
+    the Chinese notebook, and a switch to the same lesson in English (and back)."""
+    chinese = REPO_ROOT / "zh" / "notebooks" / lesson.name
+    page, problems = open_page(browser, f"{site_url}/zh/notebooks/{lesson.stem}.html")
+    assert problems == []
+    assert page.locator("html").get_attribute("lang") == "zh-CN"
+    title = links.lesson_title(chinese)
+    assert re.search(r"[\u4e00-\u9fff]", title), f"untranslated title {title!r}"
+    assert page.locator("h1").first.inner_text().strip().rstrip("#").strip() == title
+    nb = json.loads(chinese.read_text(encoding="utf-8"))
+    stored_plots = sum("image/png" in out.get("data", {}) for c in nb["cells"]
+                       if c["cell_type"] == "code" for out in c["outputs"])
+    images = page.locator(".cell_output img")
+    assert images.count() == stored_plots >= 1
+    assert all(images.nth(i).evaluate("img => img.complete && img.naturalWidth > 0")
+               for i in range(images.count()))
+    if any("$" in "".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "markdown"):
+        page.wait_for_selector("mjx-container svg", state="attached", timeout=15_000)
+        assert page.locator("mjx-merror").count() == 0
+    colab = page.locator('a[href^="https://colab.research.google.com/"]')
+    assert colab.first.get_attribute("href") == links.colab_url(lesson.name).replace(
+        "/blob/main/notebooks/", "/blob/main/zh/notebooks/")
+    assert switch_target(page) == f"{site_url}/notebooks/{lesson.stem}.html"
+    english, problems = open_page(browser, switch_target(page))
+    assert problems == [] and english.locator("html").get_attribute("lang") == "en"
+    assert switch_target(english) == f"{site_url}/zh/notebooks/{lesson.stem}.html"
+    if lesson == LESSONS[7]:                   # attention: prose, a figure and formulas
+        shots = REPO_ROOT / "_build" / "screenshots"
+        shots.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(shots / f"zh_{lesson.stem}.png"), full_page=False)
+
+
+@pytest.mark.parametrize("stem", PROSE_PAGES)
+def test_chinese_prose_page(browser, site_url, stem):
+    page, problems = open_page(browser, f"{site_url}/zh/{stem}.html")
+    assert problems == []
+    assert re.search(r"[\u4e00-\u9fff]{20}", page.locator("article").inner_text()), "untranslated page"
+    images = page.locator("article img")
+    assert all(images.nth(i).evaluate("img => img.complete && img.naturalWidth > 0")
+               for i in range(images.count()))
+    assert switch_target(page) == f"{site_url}/{stem}.html"
+    english, problems = open_page(browser, switch_target(page))
+    assert problems == [] and switch_target(english) == f"{site_url}/zh/{stem}.html"
+
+
+def test_chinese_glossary_links_every_term_to_a_lesson(browser, site_url):
+    page, problems = open_page(browser, f"{site_url}/zh/book/glossary.html")
+    assert problems == []
+    terms = page.locator("dl.glossary dt")
+    english, _ = open_page(browser, f"{site_url}/book/glossary.html")
+    assert terms.count() == english.locator("dl.glossary dt").count() >= 20    # every term, both names
+    for i in range(terms.count()):
+        definition = terms.nth(i).locator("xpath=following-sibling::dd[1]")
+        assert re.search(r"[\u4e00-\u9fff]", definition.inner_text()), terms.nth(i).inner_text()
+        assert definition.locator('a[href*="notebooks/"]').count() >= 1, terms.nth(i).inner_text()
+
+
+def test_chinese_search_finds_the_lessons(browser, site_url):
+    page, problems = open_page(browser, f"{site_url}/zh/search.html?q=%E6%B3%A8%E6%84%8F%E5%8A%9B")  # 注意力
+    page.wait_for_function("/Search finished|did not match|搜索完成|没有任何/.test("
+                           "document.querySelector('#search-results')?.innerText || '')", timeout=30_000)
+    hits = [page.locator("#search-results ul.search li a").nth(i).get_attribute("href")
+            for i in range(page.locator("#search-results ul.search li a").count())]
+    assert any("08_attention" in h for h in hits), hits
+    assert problems == []
