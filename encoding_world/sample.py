@@ -44,12 +44,14 @@ def load_model(checkpoint=None, device=None) -> tuple[GPT, lm_data.CharVocab]:
                               f"vocab): give the checkpoint of a training run, or leave out --checkpoint for "
                               f"the book's pretrained model")
     saved = extra["train_config"]
-    fields = set(GPTConfig.__dataclass_fields__)
-    model_config = GPTConfig(**{key: value for key, value in saved.items() if key in fields})
     try:
         vocab = lm_data.CharVocab.from_tokens(extra["vocab"])
     except ValueError as err:
         raise CheckpointError(f"{path}: its vocabulary cannot be read ({err})") from None
+    fields = set(GPTConfig.__dataclass_fields__)
+    model_config = GPTConfig(**{key: value for key, value in saved.items() if key in fields})
+    if saved.get("data") is not None:              # trained on a file: the model has its vocabulary's size
+        model_config.vocab_size = len(vocab)
     if len(vocab) > model_config.vocab_size:
         raise CheckpointError(f"{path}: its vocabulary has {len(vocab)} tokens but the model only "
                               f"{model_config.vocab_size}: the file is not a consistent training checkpoint")

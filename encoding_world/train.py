@@ -120,6 +120,14 @@ def check_config(config: TrainConfig) -> None:
         raise ValueError("--documents says how a --data file is cut into documents: give --data PATH too")
 
 
+def model_config(config: TrainConfig, vocab) -> GPTConfig:
+    """The model that `config` trains on data with `vocab`: with --data, vocab_size is only the
+    most characters allowed, and the model has exactly the vocabulary's tokens (no id it could
+    write is without a character)."""
+    model = config.model_config()
+    return dataclasses.replace(model, vocab_size=len(vocab)) if config.data is not None else model
+
+
 def batch_split(config: TrainConfig, processes: int) -> tuple[int, int]:
     """(windows per process per step, micro-batches each process accumulates): the global
     batch of batch_size windows is shared out evenly, micro_batch_size windows at a time."""
@@ -466,7 +474,7 @@ def _run(config, out_dir, resume, device, progress, log_every, log, overwrite, e
     schedule = _check_resume(checkpoint, config, extend) if resume else config
     set_seed(config.seed)
     data = load_data(config)
-    model = GPT(config.model_config()).to(device)
+    model = GPT(model_config(config, data.vocab)).to(device)
     optimizer = make_optimizer(model.parameters(), config.learning_rate, config.weight_decay, device)
     scaler = grad_scaler(device)        # enabled only for float16 training (GPUs without bf16)
     generator = torch.Generator().manual_seed(config.seed)   # draws the training windows, alike on every rank
@@ -637,7 +645,8 @@ def main(argv=None) -> int:
     parser.add_argument("--documents", choices=DOCUMENT_LAYOUTS,
                         help="how --data separates documents: by blank lines, or one per line")
     parser.add_argument("--vocab-size", type=_positive_int,
-                        help="override the config's vocabulary size (at least --data's characters + 2)")
+                        help="override the config's vocabulary size (with --data: the most characters allowed, at "
+                             "least the file's + 2; the model gets exactly the file's)")
     parser.add_argument("--out", type=Path, help="folder for checkpoint.pt (default: runs/CONFIG)")
     start = parser.add_mutually_exclusive_group()
     start.add_argument("--resume", action="store_true", help="continue from the folder's checkpoint")
