@@ -4,6 +4,13 @@
     python -m encoding_world.train --config cpu-full           # ~30 minutes on 2 CPU cores
     python -m encoding_world.train --config gpu                # the book's full model, one GPU
     python -m encoding_world.train --config cpu-full --resume  # carry on after an interruption
+    python -m encoding_world.train --data mine.txt --documents lines   # your own text
+    torchrun --nproc_per_node=8 -m encoding_world.train --config gpu   # 8 GPUs, DDP
+
+(`python -m encoding_world.sample` writes with what it trained.) Under torchrun every process
+draws the same seeded stream of global batches of batch_size windows and trains on its share
+(DistributedDataParallel: NCCL on CUDA, gloo on the CPU), accumulating micro_batch_size windows
+at a time if asked; only rank 0 logs, evaluates and writes checkpoints.
 
 The device is chosen automatically (CUDA, then Apple MPS, then the CPU). On CUDA the model
 trains under bf16 autocast where the GPU has native bf16, else float16 with a gradient
