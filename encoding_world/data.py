@@ -131,3 +131,50 @@ def load_tang_poems() -> list[Poem]:
 def load_song_ci() -> list[Poem]:
     """Song ci (宋词); a ci's `title` is the tune it was written to (词牌)."""
     return _load_poems("song_ci.tsv")
+
+
+# How a text file of one's own is cut into documents (`--documents`); nothing is guessed.
+DOCUMENT_LAYOUTS = ("blank-lines", "lines")
+
+
+def load_documents(path, layout: str) -> tuple[list[str], str]:
+    """The documents of a UTF-8 text file, and the file's SHA-256.
+
+    layout "blank-lines": documents are separated by one or more blank lines (lines holding
+    nothing or only spaces and tabs), and may hold single newlines; "lines": every line that
+    is not blank is one document. Windows line ends (CRLF) are read as newlines, a leading
+    byte-order mark is dropped. A missing or empty file, a folder, or bytes that are not
+    UTF-8 (the byte offset and line are named) raise an error that says what to do.
+    """
+    import re
+
+    if layout not in DOCUMENT_LAYOUTS:
+        raise ValueError(f"documents must be one of {', '.join(DOCUMENT_LAYOUTS)}, got {layout!r}: say how the "
+                         f"file separates its documents (by blank lines, or one per line)")
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"--data {path}: no such file; give the path of a UTF-8 text file")
+    if not path.is_file():
+        raise DataError(f"--data {path} is a folder, not a text file: give the path of a UTF-8 text file")
+    raw = path.read_bytes()
+    digest = hashlib.sha256(raw).hexdigest()
+    skipped = len(BOM) if raw.startswith(BOM) else 0
+    raw = raw[skipped:]
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        offset = skipped + err.start
+        line = raw.count(b"\n", 0, err.start) + 1
+        raise DataError(f"--data {path} is not UTF-8 text: the byte 0x{raw[err.start]:02x} at byte offset {offset} "
+                        f"(line {line}) cannot be decoded. Save the file as UTF-8 (e.g. `iconv -f GB18030 -t UTF-8 "
+                        f"in.txt > out.txt` for a Chinese file in GB18030) and try again") from None
+    text = text.replace("\r\n", "\n")
+    if layout == "lines":
+        documents = [line for line in text.split("\n") if line.strip()]
+    else:
+        documents = [doc.strip("\n") for doc in re.split(r"\n[ \t]*\n(?:[ \t]*\n)*", text)]
+        documents = [doc for doc in documents if doc.strip()]
+    if not documents:
+        what = "is empty" if not raw else "holds only blank lines and spaces"
+        raise DataError(f"--data {path} {what}: there is no text to train on")
+    return documents, digest

@@ -109,7 +109,7 @@ def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int | Non
 @torch.no_grad()
 def decode(model, token_ids: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
            top_k: int | None = None, top_p: float | None = None, generator: torch.Generator | None = None,
-           stop_id: int | None = None) -> torch.Tensor:
+           stop_id: int | None = None, on_token=None) -> torch.Tensor:
     """Extend each row of token_ids [batch, len] by up to max_new_tokens chosen tokens.
 
     The book's one generation loop (GPT.generate calls it): feed the last block_size tokens,
@@ -117,7 +117,9 @@ def decode(model, token_ids: torch.Tensor, max_new_tokens: int, temperature: flo
     stops when it writes stop_id: from then on it is padded with stop_id, and the loop ends
     when every row has stopped (so rows may end in stop_id repeated; `completions` cuts
     them). Every row still takes part in each step's random draw, so a row's tokens do not
-    depend on when the other rows stop.
+    depend on when the other rows stop. on_token(next_ids), if given, is called with each
+    step's chosen ids [batch, 1] as soon as they are chosen (the sampling command streams
+    text to the terminal with it).
     """
     check_ids("token_ids", token_ids, model.config.vocab_size)
     check_int("max_new_tokens", max_new_tokens, low=0)
@@ -133,6 +135,8 @@ def decode(model, token_ids: torch.Tensor, max_new_tokens: int, temperature: flo
             next_id = next_id.masked_fill(stopped, stop_id)
             stopped |= next_id == stop_id
         token_ids = torch.cat([token_ids, next_id], dim=1)
+        if on_token is not None:
+            on_token(next_id)
         if stopped.all():
             break
     return token_ids

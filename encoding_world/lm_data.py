@@ -25,22 +25,35 @@ class CharVocab:
     `encode` and `decode`.
     """
 
-    def __init__(self, chars):
-        self.tokens = [END, UNKNOWN] + [c for c in chars if c not in (END, UNKNOWN)]
+    def __init__(self, chars, end: str = END):
+        self.end = end
+        self.tokens = [end, UNKNOWN] + [c for c in chars if c not in (end, UNKNOWN)]
         self.index = {c: i for i, c in enumerate(self.tokens)}
         if len(self.index) != len(self.tokens):
             raise ValueError("characters of a vocabulary must be distinct")
 
     @classmethod
-    def build(cls, texts, size: int) -> "CharVocab":
-        """The size − 2 most frequent characters of `texts` (ties broken by code point)."""
+    def build(cls, texts, size: int, end: str = END) -> "CharVocab":
+        """The size − 2 most frequent characters of `texts` (ties broken by code point).
+
+        `end` is the token that ends a document (id 0): END, a newline, for texts of one
+        line each such as the poems; another character where documents hold newlines."""
         if size < 3:
             raise ValueError(f"a vocabulary needs at least 3 entries, got size={size}")
         counts = Counter()
         for text in texts:
             counts.update(text)
         ranked = sorted(counts, key=lambda c: (-counts[c], c))
-        return cls([c for c in ranked if c not in (END, UNKNOWN)][: size - 2])
+        return cls([c for c in ranked if c not in (end, UNKNOWN)][: size - 2], end=end)
+
+    @classmethod
+    def from_tokens(cls, tokens) -> "CharVocab":
+        """The vocabulary whose `tokens` list this is (as a checkpoint stores it)."""
+        tokens = list(tokens)
+        if len(tokens) < 2 or tokens[1] != UNKNOWN or not all(isinstance(t, str) and len(t) == 1 for t in tokens):
+            raise ValueError(f"not the token list of a CharVocab (it must be single characters, the end token "
+                             f"first and {UNKNOWN!r} second): {tokens[:5]!r}…")
+        return cls(tokens[2:], end=tokens[0])
 
     def __len__(self) -> int:
         return len(self.tokens)
@@ -88,9 +101,15 @@ def split_poems(poems, val_every: int = 20):
 
 def encode_poems(poems, vocab: CharVocab) -> torch.Tensor:
     """One long stream of ids: each poem's body followed by END."""
+    return encode_documents((poem.body for poem in poems), vocab)
+
+
+def encode_documents(texts, vocab: CharVocab) -> torch.Tensor:
+    """One long stream of ids: each text followed by the vocabulary's end token (id 0)."""
     ids = []
-    for poem in poems:
-        ids.extend(vocab.encode(poem.body + END))
+    for text in texts:
+        ids.extend(vocab.encode(text))
+        ids.append(0)
     return torch.tensor(ids, dtype=torch.long)
 
 
@@ -108,19 +127,25 @@ def _check_window(data: torch.Tensor, block_size: int) -> None:
         raise ValueError(f"the stream ({len(data)} tokens) is shorter than a window ({block_size} + 1)")
 
 
-def random_batch(data: torch.Tensor, batch_size: int, block_size: int, generator: torch.Generator):
-    """Inputs and next-token targets from batch_size random windows of the stream."""
+def random_batch(data: torch.Tensor, batch_size: int, block_size: int, generator: torch.Generator,
+                 rows: slice | None = None):
+    """Inputs and next-token targets from batch_size random windows of the stream.
+
+    With `rows`, only those rows of the batch are built (the generator draws all batch_size
+    starts either way): how each process of a data-parallel run takes its share of one
+    global batch that every process draws alike."""
     check_int("batch_size", batch_size, low=1)
     _check_window(data, block_size)
     starts = torch.randint(len(data) - block_size, (batch_size,), generator=generator)
-    return windows(data, block_size, starts.tolist())
+    return windows(data, block_size, starts[rows if rows is not None else slice(None)].tolist())
 
 
-def random_batches(data: torch.Tensor, batch_size: int, block_size: int, generator: torch.Generator):
+def random_batches(data: torch.Tensor, batch_size: int, block_size: int, generator: torch.Generator,
+                   rows: slice | None = None):
     """random_batch after random_batch, for ever: the training batches of a language model.
     The generator's state is the position in this stream (save it to resume)."""
     while True:
-        yield random_batch(data, batch_size, block_size, generator)
+        yield random_batch(data, batch_size, block_size, generator, rows)
 
 
 def consecutive_windows(data: torch.Tensor, block_size: int, max_windows: int | None = None):

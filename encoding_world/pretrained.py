@@ -136,6 +136,10 @@ def export(checkpoint, out_dir=None, hardware: str | None = None, training_secon
     except TypeError as err:
         raise CheckpointError(f"{checkpoint} was written by another version of encoding_world.train ({err}): "
                               f"retrain with `{TRAIN_COMMAND}`") from None
+    if train_config.data is not None:
+        raise CheckpointError(f"{checkpoint} was trained on --data {train_config.data}, not on the Tang poems this "
+                              f"exporter describes: write with it directly, python -m encoding_world.sample "
+                              f"--checkpoint {checkpoint}")
     model = GPT(train_config.model_config())
     load_checkpoint(checkpoint, model)  # checks every key and shape
     for name, tensor in model.state_dict().items():

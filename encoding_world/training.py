@@ -141,9 +141,16 @@ def optimizer_state_bytes(optimizer) -> int:
 # ------------------------------------------------------------------------ checkpoints
 
 def _unwrap(model):
-    """The module itself when `model` was wrapped by ``torch.compile`` (its keys lack the
-    ``_orig_mod.`` prefix, so a checkpoint loads into compiled and plain models alike)."""
-    return getattr(model, "_orig_mod", model)
+    """The module itself when `model` was wrapped by ``torch.compile`` or by
+    DistributedDataParallel, in either order (its keys lack their ``_orig_mod.`` and
+    ``module.`` prefixes, so a checkpoint loads into compiled, distributed and plain models alike)."""
+    while True:
+        if hasattr(model, "_orig_mod"):
+            model = model._orig_mod
+        elif isinstance(model, torch.nn.parallel.DistributedDataParallel):
+            model = model.module
+        else:
+            return model
 
 
 # What torch.load(weights_only=True) reads back. Types are matched exactly: a NumPy

@@ -60,3 +60,18 @@ def test_autocast_context_and_scaler_follow_the_precision(monkeypatch):
         with ew.runtime.autocast("cpu"):
             assert layer(x).dtype == dtype
         assert ew.runtime.grad_scaler("cpu").is_enabled() == scaled
+
+
+def test_precision_follows_the_gpus_native_support(monkeypatch):
+    # Faked GPUs: an A100 or H100 (compute capability 8.0+) computes bf16 natively; a T4 (7.5)
+    # reports bf16 as supported only through emulation, which is slow, so it trains in float16.
+    monkeypatch.delenv("ENCODING_WORLD_AUTOCAST", raising=False)
+    gpus = {"A100 (8.0)": (True, True), "T4 (7.5)": (False, True), "P100 (6.0)": (False, False)}
+    for name, (native, emulated) in gpus.items():
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported",
+                            lambda including_emulation=True, n=native, e=emulated: e if including_emulation else n)
+        expected = torch.bfloat16 if native else torch.float16
+        assert ew.runtime.autocast_dtype("cuda") == expected, name
+        assert ew.runtime.autocast_dtype(torch.device("cuda", 1)) == expected, name
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    assert ew.runtime.autocast_dtype("mps") is None

@@ -109,3 +109,47 @@ def test_float16_training_with_a_scaler_resumes_exactly(tmp_path, monkeypatch):
     assert torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=True)["step"] == 10
     _, _, resumed = train_module.run(config, tmp_path / "cut", resume=True, device="cpu", log=lambda _: None)
     assert resumed["val_loss"] == straight["val_loss"]
+
+
+def quick_config(**changes):
+    return train_module.dataclasses.replace(train_module.CONFIGS["tiny"], max_steps=20, eval_every=10,
+                                            checkpoint_every=10, **changes)
+
+
+def test_compile_failure_falls_back_to_eager_with_one_line(tmp_path, monkeypatch):
+    class Broken(torch.nn.Module):             # what torch.compile returns where it cannot compile
+        def __init__(self, model):
+            super().__init__()
+            self._orig_mod = model
+
+        def forward(self, *args):
+            raise RuntimeError("Compiler: cc not found\nmore detail")
+    monkeypatch.setattr(torch, "compile", Broken)
+    lines = []
+    _, _, compiled = train_module.run(quick_config(compile=True), tmp_path / "a", device="cpu", log=lines.append)
+    assert lines == ["torch.compile failed (RuntimeError: Compiler: cc not found); training in eager mode instead"]
+    _, _, eager = train_module.run(quick_config(), tmp_path / "b", device="cpu", log=lines.append)
+    assert compiled["val_loss"] == eager["val_loss"]        # the trial changed no random state, left no gradient
+
+
+def test_compiled_run_resumes_into_an_uncompiled_one(tmp_path, monkeypatch):
+    # torch.compile really traces the model (TorchDynamo and AOTAutograd); the "aot_eager" backend
+    # runs the traced graphs without generating C++, which would take minutes on 2 cores.
+    compile_for_real = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda model: compile_for_real(model, backend="aot_eager"))
+
+    class Cut(Exception):
+        pass
+
+    def cut_at_15(step, loss):
+        if step == 15:
+            raise Cut
+    with pytest.raises(Cut):
+        train_module.run(quick_config(compile=True), tmp_path / "run", device="cpu", on_step=cut_at_15,
+                         log=lambda _: None)
+    state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    assert state["step"] == 10 and not [key for key in state["model"] if "_orig_mod" in key]
+    assert state["extra"]["train_config"]["compile"] is True
+    _, _, resumed = train_module.run(quick_config(), tmp_path / "run", resume=True, device="cpu", log=lambda _: None)
+    _, _, eager = train_module.run(quick_config(), tmp_path / "eager", device="cpu", log=lambda _: None)
+    assert resumed["val_loss"] == pytest.approx(eager["val_loss"], abs=1e-5)
