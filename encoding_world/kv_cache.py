@@ -1,28 +1,26 @@
 """The KV cache (KV 缓存): writing a token without recomputing the ones before it (lesson 14).
 
-A decoder-only model writes one token at a time, and at every step `decoding.decode` runs the
-whole context through the model again. Yet because of the causal mask no position ever sees a
-later one, so the keys and values that every layer computed for the earlier tokens are the
-same at every step. A KV cache keeps them: each new token then costs one position's forward
-pass plus attention over the cached keys, instead of a forward pass over the whole context.
+A decoder-only model writes one token at a time, and without a cache every step of
+`decoding.decode` runs the whole context through the model again. Yet because of the causal
+mask no position ever sees a later one, so the keys and values that every layer computed for
+the earlier tokens are the same at every step. A KV cache keeps them: each new token then
+costs one position's forward pass plus attention over the cached keys, instead of a forward
+pass over the whole context.
 
 * `KVCache` holds, for every layer, the keys and values [batch, kv_heads, length, head_dim]
   of the positions seen so far; `cache_bytes` is its size, 2 · layers · kv_heads · head_dim ·
   length · bytes per value (per sequence).
 * `causal_attention` attends from the newest positions to every cached one, with as many or
   fewer key/value heads than query heads (grouped-query attention, `llama.Attention`).
-* `gpt_forward` is the book's `GPT` forward pass reading and extending a cache (GPT's own
-  forward takes no cache); `llama.LlamaGPT.forward` takes `cache=` itself.
-* `generate` is `decoding.decode` with a cache: the same tokens, greedy or sampled under the
-  same seed. A context never exceeds `block_size`; once the text is longer, the window slides
-  and every position changes, so the cache is rebuilt from the window at each step, exactly
-  what `decode` computes (no saving from then on).
+
+A model offers a cache path by having a method `new_cache()` (an empty KVCache for its layers)
+and a `forward(token_ids, cache=...)` that reads and extends it: `gpt.GPT` and
+`llama.LlamaGPT` do. `decoding.decode`, the book's one generation loop, then uses it (the
+prompt once, the "prefill", then one token per step); decode(..., use_cache=False) recomputes
+the whole window at every step instead. Both give the same tokens.
 """
 import torch
 import torch.nn.functional as F
-
-from . import decoding
-from .gpt import GPT
 
 
 class KVCache:
@@ -84,56 +82,3 @@ def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_
     # New positions after cached ones: query i sits at position length - new + i.
     allowed = torch.ones(new, length, dtype=torch.bool, device=q.device).tril(diagonal=length - new)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=dropout_p, enable_gqa=gqa)
-
-
-def gpt_forward(model: GPT, token_ids: torch.Tensor, cache: KVCache) -> torch.Tensor:
-    """The logits of `GPT.forward` for token_ids [batch, new], which continue the positions
-    already in `cache` (empty: a fresh sequence); their keys and values are added to it."""
-    batch, new = token_ids.shape
-    start = cache.length
-    if start + new > model.config.block_size:
-        raise ValueError(f"{start} cached + {new} new positions exceed block_size={model.config.block_size}")
-    positions = torch.arange(start, start + new, device=token_ids.device)
-    x = model.dropout(model.token_embedding(token_ids) + model.position_embedding(positions))
-    for layer, block in enumerate(model.blocks):
-        attn = block.self_attn
-        h = block.norm1(x)
-        q, k, v = (attn._split_heads(proj(h)) for proj in (attn.q_proj, attn.k_proj, attn.v_proj))
-        k, v = cache.update(layer, k, v)
-        out = causal_attention(q, k, v, attn.dropout if attn.training else 0.0)
-        x = x + block.dropout(attn.out_proj(out.transpose(1, 2).reshape(batch, new, attn.d_model)))
-        x = x + block.dropout(block.ffn(block.norm2(x)))
-    return model.lm_head(model.norm(x))
-
-
-def forward_with_cache(model, token_ids: torch.Tensor, cache: KVCache) -> torch.Tensor:
-    """Logits of `model` (a GPT or a llama.LlamaGPT) for token_ids, reading and extending `cache`."""
-    if isinstance(model, GPT):
-        return gpt_forward(model, token_ids, cache)
-    return model(token_ids, cache=cache)[0]
-
-
-@torch.no_grad()
-def generate(model, token_ids: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
-             top_k: int | None = None, top_p: float | None = None, generator: torch.Generator | None = None,
-             stop_id: int | None = None) -> torch.Tensor:
-    """`decoding.decode` with a KV cache: the same arguments and the same tokens.
-
-    The prompt is processed once (the "prefill"); after that each step feeds only the token
-    just chosen. When the text outgrows block_size the window slides, so the cache is rebuilt
-    from the last block_size tokens at every step, which is what decode computes.
-    """
-    block_size = model.config.block_size
-    cache = KVCache(model.config.n_layer)
-    pending = token_ids                                   # tokens whose keys/values are not cached yet
-    for _ in range(max_new_tokens):
-        if cache.length + pending.shape[1] > block_size:  # the window slides: start again from it
-            cache = KVCache(model.config.n_layer)
-            pending = token_ids[:, -block_size:]
-        logits = forward_with_cache(model, pending, cache)[:, -1, :].float()
-        next_id = decoding.sample_next(logits, temperature, top_k, top_p, generator)
-        token_ids = torch.cat([token_ids, next_id], dim=1)
-        pending = next_id
-        if stop_id is not None and (next_id == stop_id).all():
-            break
-    return token_ids

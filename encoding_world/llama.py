@@ -15,9 +15,9 @@ against `torch.nn.RMSNorm` and the LLaMA implementation of Hugging Face transfor
   several query heads share one key/value head, which shrinks the KV cache.
 
 `LlamaGPT` keeps GPT's interface, forward(token_ids, targets=None) -> (logits, loss),
-num_parameters(), flops_per_token() and config.block_size, so the book's training code and
-`decoding.decode` use it unchanged; forward(..., cache=KVCache) adds the cached path that
-`kv_cache.generate` uses. Rotations follow transformers' LLaMA convention (`rotate_half`:
+num_parameters(), flops_per_token() and config.block_size, so the book's training code
+(`train.run` with arch="llama") and `decoding.decode` use it unchanged; like GPT it offers a
+cache path, new_cache() and forward(..., cache=KVCache), which `decoding.decode` uses. Rotations follow transformers' LLaMA convention (`rotate_half`:
 coordinate i is paired with i + head_dim/2), so its weights and transformers' are
 interchangeable.
 """
@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .checks import check_ids
 from .kv_cache import KVCache, causal_attention
 
 
@@ -221,14 +222,28 @@ class LlamaGPT(nn.Module):
         `non_embedding` changes nothing; it is accepted for GPT's interface."""
         return sum(p.numel() for p in self.parameters())
 
+    def new_cache(self) -> KVCache:
+        """An empty KV cache for this model's layers: forward(..., cache=) fills it."""
+        return KVCache(self.config.n_layer)
+
     def forward(self, token_ids, targets=None, cache: KVCache | None = None):
         """Logits [batch, len, vocab] for the next token at every position, and the mean
         cross-entropy against `targets` when given. With a KVCache, token_ids continue the
-        positions already cached, and their keys and values are added to it."""
+        positions already cached, and their keys and values are added to it. Bad input
+        (ids outside the vocabulary, wrong shapes, no token) is refused as by GPT.forward."""
+        if not torch.compiler.is_compiling():
+            check_ids("token_ids", token_ids, self.config.vocab_size)
+            if targets is not None:
+                check_ids("targets", targets, self.config.vocab_size)
+                if targets.shape != token_ids.shape:
+                    raise ValueError(f"targets must have the shape of token_ids {list(token_ids.shape)}, "
+                                     f"got {list(targets.shape)}")
         batch, length = token_ids.shape
+        if length == 0:
+            raise ValueError("token_ids holds no token (shape [batch, 0]): give every row at least one")
         start = 0 if cache is None else cache.length
         if start + length > self.config.block_size:
-            where = f"{start} cached + {length} new positions" if start else f"sequence of {length} tokens"
+            where = f"{start} cached + {length} new positions are" if start else f"sequence of {length} tokens is"
             raise ValueError(f"{where} longer than block_size={self.config.block_size}")
         positions = torch.arange(start, start + length, device=token_ids.device)
         cos, sin = rope_cos_sin(positions, self.inv_freq)

@@ -2,9 +2,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from encoding_world import decoding
 from encoding_world.gpt import GPT, GPTConfig
-from encoding_world.kv_cache import KVCache, cache_bytes, causal_attention, generate, gpt_forward
+from encoding_world.kv_cache import KVCache, cache_bytes, causal_attention
 
 
 @pytest.fixture
@@ -54,34 +53,15 @@ def test_grouped_heads_share_keys_and_values():
         causal_attention(torch.randn(1, 3, 5, 8), k, v)
 
 
-def test_gpt_forward_equals_gpt_and_steps_equal_the_whole(model):
+def test_gpt_cache_path_equals_gpt_and_steps_equal_the_whole(model):
     ids = torch.randint(40, (2, 12))
     expected = model(ids)[0]
     with torch.no_grad():
-        assert torch.equal(gpt_forward(model, ids, KVCache(2)), expected)   # empty cache: the same computation
-        cache = KVCache(2)
-        steps = [gpt_forward(model, ids[:, :5], cache)]
-        steps += [gpt_forward(model, ids[:, t:t + 1], cache) for t in range(5, 12)]
+        assert torch.equal(model(ids, cache=model.new_cache())[0], expected)   # empty cache: the same computation
+        cache = model.new_cache()
+        steps = [model(ids[:, :5], cache=cache)[0]]
+        steps += [model(ids[:, t:t + 1], cache=cache)[0] for t in range(5, 12)]
     assert cache.length == 12
     assert torch.allclose(torch.cat(steps, dim=1), expected, atol=1e-5)
-    with pytest.raises(ValueError, match="block_size=12"):
-        gpt_forward(model, ids[:, :1], cache)
-
-
-def test_generate_equals_decode_greedy_and_sampled_also_past_the_window(model):
-    prompt = torch.randint(40, (3, 4))
-    for new in (5, 30):                                   # inside the window, and well past block_size=12
-        assert torch.equal(generate(model, prompt, new, temperature=0), decoding.decode(model, prompt, new, temperature=0))
-        ours = generate(model, prompt, new, top_k=10, generator=torch.Generator().manual_seed(1))
-        theirs = decoding.decode(model, prompt, new, top_k=10, generator=torch.Generator().manual_seed(1))
-        assert torch.equal(ours, theirs)
-    long_prompt = torch.randint(40, (1, 20))              # a prompt longer than the window
-    assert torch.equal(generate(model, long_prompt, 3, temperature=0),
-                       decoding.decode(model, long_prompt, 3, temperature=0))
-
-
-def test_generate_stops_when_every_row_wrote_the_stop_id(model):
-    prompt = torch.zeros(1, 1, dtype=torch.long)
-    first = decoding.decode(model, prompt, 1, temperature=0)[0, -1].item()
-    out = generate(model, prompt, 10, temperature=0, stop_id=first)
-    assert out.shape == (1, 2) and out[0, -1].item() == first
+    with pytest.raises(ValueError, match="12 cached \\+ 1 new positions are longer than block_size=12"):
+        model(ids[:, :1], cache=cache)

@@ -6,7 +6,6 @@ import torch.nn.functional as F
 
 from encoding_world import decoding, train
 from encoding_world.gpt import GPTConfig
-from encoding_world.kv_cache import KVCache, generate
 from encoding_world.llama import (Attention, LlamaGPT, LlamaGPTConfig, RMSNorm, SwiGLU, apply_rope,
                                   rope_cos_sin, rope_inverse_frequencies, swiglu_hidden_size, to_transformers)
 from encoding_world.runtime import autocast
@@ -141,16 +140,16 @@ def test_future_tokens_never_change_earlier_logits(model):
         assert torch.equal(model(x)[0][:, :10], model(changed)[0][:, :10])
 
 
-def test_cached_steps_equal_the_whole_and_generate_equals_decode(model):
+def test_cached_steps_equal_the_whole_and_decode_gives_the_same_tokens_with_and_without(model):
     ids = torch.randint(50, (2, 16))
     with torch.no_grad():
-        cache = KVCache(2)
+        cache = model.new_cache()
         steps = [model(ids[:, :6], cache=cache)[0]] + [model(ids[:, t:t + 1], cache=cache)[0] for t in range(6, 16)]
         assert torch.allclose(torch.cat(steps, dim=1), model(ids)[0], atol=1e-5)
     assert cache.nbytes() == 2 * 2 * 2 * 8 * 16 * 4 * 2      # layers · kv heads · head_dim · length · 4 bytes · batch 2
     for new in (6, 25):
-        assert torch.equal(generate(model, ids[:, :4], new, temperature=0),
-                           decoding.decode(model, ids[:, :4], new, temperature=0))
+        assert torch.equal(decoding.decode(model, ids[:, :4], new, temperature=0),
+                           decoding.decode(model, ids[:, :4], new, temperature=0, use_cache=False))
     with pytest.raises(ValueError, match="block_size=16"):
         model(ids[:, :1], cache=cache)
 
@@ -166,11 +165,20 @@ def test_config_checks_and_gpt_twin():
     assert LlamaGPTConfig(**twin.to_dict()) == twin
 
 
+def test_refuses_bad_ids_like_gpt(model):
+    with pytest.raises(ValueError, match="token_ids"):
+        model(torch.tensor([[1, 50]]))
+    with pytest.raises(ValueError, match="no token"):
+        model(torch.zeros(1, 0, dtype=torch.long))
+    with pytest.raises(ValueError, match="targets must have the shape"):
+        model(torch.zeros(1, 3, dtype=torch.long), torch.zeros(1, 2, dtype=torch.long))
+
+
 def test_trains_with_the_books_training_pieces_also_under_bf16():
     torch.manual_seed(0)
     config = train.CONFIGS["tiny"]
     model = LlamaGPT(LlamaGPTConfig.from_gpt_config(config.model_config()))
-    optimizer = train.make_optimizer(model, config, torch.device("cpu"))
+    optimizer = train.make_optimizer(model.parameters(), config.learning_rate, config.weight_decay)
     data = torch.randint(0, 8, (2000,)) * 3                   # a stream with little to learn but its alphabet
     x = torch.stack([data[i:i + 32] for i in range(0, 512, 32)])
     y = torch.stack([data[i + 1:i + 33] for i in range(0, 512, 32)])
