@@ -4,6 +4,7 @@
     python -m encoding_world.train --config cpu-full           # ~30 minutes on 2 CPU cores
     python -m encoding_world.train --config gpu                # the book's full model, one GPU
     python -m encoding_world.train --config cpu-full --resume  # carry on after an interruption
+    python -m encoding_world.train --config lesson --arch llama --n-kv-head 2   # lesson 14's LLaMA-style twin
 
 The device is chosen automatically (CUDA, then Apple MPS, then the CPU). On CUDA the model
 trains under bf16 autocast where the GPU has native bf16, else float16 with a gradient
@@ -35,6 +36,7 @@ from . import lm_data
 from .checks import check_int, check_number, check_output_folder
 from .data import load_tang_poems
 from .gpt import GPT, GPTConfig
+from .llama import LlamaGPT, LlamaGPTConfig
 from .runtime import DeviceUnavailableError, autocast, get_device, grad_scaler, set_seed
 from .training import (CheckpointError, load_checkpoint, read_checkpoint, remove_leftover_temporaries,
                        save_checkpoint, write_atomically)
@@ -61,10 +63,25 @@ class TrainConfig:
     compile: bool = False        # torch.compile, on CUDA only
     max_poems: int | None = None  # use only the first poems (tiny test runs)
     seed: int = 0
+    arch: str = "gpt"            # "gpt": the mini-GPT (lesson 12); "llama": its LLaMA-style twin (lesson 14)
+    n_kv_head: int | None = None  # "llama" only: key/value heads (None = n_head; fewer = grouped-query)
 
-    def model_config(self) -> GPTConfig:
-        return GPTConfig(vocab_size=self.vocab_size, block_size=self.block_size, n_layer=self.n_layer,
-                         n_head=self.n_head, d_model=self.d_model, dropout=self.dropout)
+    def model_config(self) -> GPTConfig | LlamaGPTConfig:
+        """The configuration of the model `arch` names: a GPTConfig, or the LlamaGPTConfig twin
+        (same vocabulary, context, depth, heads and width; RMSNorm, SwiGLU, RoPE, n_kv_head)."""
+        config = GPTConfig(vocab_size=self.vocab_size, block_size=self.block_size, n_layer=self.n_layer,
+                           n_head=self.n_head, d_model=self.d_model, dropout=self.dropout)
+        if self.arch == "llama":
+            return LlamaGPTConfig.from_gpt_config(config, n_kv_head=self.n_kv_head)
+        return config
+
+
+ARCHS = ("gpt", "llama")
+
+
+def build_model(config: "TrainConfig"):
+    """A freshly initialised model of config.arch: gpt.GPT or llama.LlamaGPT."""
+    return (LlamaGPT if config.arch == "llama" else GPT)(config.model_config())
 
 
 CONFIGS = {
@@ -106,11 +123,21 @@ def check_config(config: TrainConfig) -> None:
     check_number("dropout", config.dropout, low=0, high=1, high_open=True)
     if config.d_model % config.n_head:
         raise ValueError(f"d_model ({config.d_model}) must be divisible by n_head ({config.n_head})")
+    if config.arch not in ARCHS:
+        raise ValueError(f"arch must be one of {', '.join(map(repr, ARCHS))}, got {config.arch!r}")
+    if config.n_kv_head is not None:
+        if config.arch != "llama":
+            raise ValueError(f"n_kv_head={config.n_kv_head} is a setting of arch='llama' (grouped-query "
+                             f"attention); the GPT has one key/value head per head: leave n_kv_head None")
+        check_int("n_kv_head", config.n_kv_head, low=1)
+    if config.arch == "llama":
+        config.model_config()          # raises a ValueError naming what the LLaMA-style model cannot have
 
 
 def checkpoint_bytes(config: TrainConfig) -> int:
     """About how many bytes a checkpoint of `config` takes: the weights and AdamW's two
-    moments, 4 bytes each, for V·d + block·d + n_layer·(12·d² + 2·d) + d parameters."""
+    moments, 4 bytes each, for V·d + block·d + n_layer·(12·d² + 2·d) + d parameters (the
+    GPT's count; the LLaMA-style twin's is within a few per cent of it)."""
     d = config.d_model
     parameters = (config.vocab_size + config.block_size) * d + config.n_layer * (12 * d * d + 2 * d) + d
     return 3 * 4 * parameters + (1 << 16)
@@ -250,7 +277,9 @@ def _check_resume(checkpoint: Path | None, config: TrainConfig, extend: bool) ->
     if missing:
         raise CheckpointError(f"{checkpoint} was not written by encoding_world.train (it lacks {missing}), "
                               f"so the run cannot be resumed from it: start a new run in another --out")
-    saved_config = extra["train_config"]
+    # A setting added since the checkpoint was written had its default then (e.g. arch="gpt").
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    saved_config = defaults | extra["train_config"]
     differences = _config_differences(saved_config, dataclasses.asdict(config))
     longer = list(differences) == ["max_steps"] and config.max_steps > (saved_config.get("max_steps") or 0)
     if differences and not (extend and longer):
@@ -267,7 +296,10 @@ def _check_resume(checkpoint: Path | None, config: TrainConfig, extend: bool) ->
 
 def run(config: TrainConfig | str, out_dir=None, resume: bool = False, device=None, progress: bool | None = None,
         log_every: int = 0, log=print, overwrite: bool = False, extend: bool = False, on_step=None):
-    """Train a GPT with `config` (a TrainConfig or a name in CONFIGS); return (model, vocab, history).
+    """Train a model with `config` (a TrainConfig or a name in CONFIGS); return (model, vocab, history).
+
+    The model is a gpt.GPT, or with config.arch == "llama" a llama.LlamaGPT (`build_model`);
+    everything else (data, optimizer, schedule, evaluation, checkpoints) is the same for both.
 
     history: {"step": [...], "train_loss": [...], "val_loss": [...], "tokens_per_second": float, ...}.
     With out_dir, checkpoints go to out_dir/checkpoint.pt; resume=True continues from it.
@@ -290,7 +322,7 @@ def run(config: TrainConfig | str, out_dir=None, resume: bool = False, device=No
     schedule = _check_resume(checkpoint, config, extend) if resume else config
     set_seed(config.seed)
     data = load_data(config)
-    model = GPT(config.model_config()).to(device)
+    model = build_model(config).to(device)
     optimizer = make_optimizer(model.parameters(), config.learning_rate, config.weight_decay, device)
     scaler = grad_scaler(device)        # enabled only for float16 training (GPUs without bf16)
     generator = torch.Generator().manual_seed(config.seed)   # draws the training windows
@@ -378,6 +410,10 @@ def resume_command(args, out: Path) -> str:
     parts = ["python -m encoding_world.train", f"--config {args.config}", f"--out {out}"]
     if args.max_steps is not None:
         parts.append(f"--max-steps {args.max_steps}")
+    if getattr(args, "arch", None) is not None:
+        parts.append(f"--arch {args.arch}")
+    if getattr(args, "n_kv_head", None) is not None:
+        parts.append(f"--n-kv-head {args.n_kv_head}")
     return " ".join(parts + ["--resume"])
 
 
@@ -388,6 +424,13 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a positive whole number of steps, got {text!r}") from None
 
 
+def _head_count(text: str) -> int:
+    try:
+        return check_int("the value", int(text), low=1)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number of key/value heads, got {text!r}") from None
+
+
 def _count(text: str) -> int:
     try:
         return check_int("the value", int(text), low=0)
@@ -396,8 +439,11 @@ def _count(text: str) -> int:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description="Train the book's mini-GPT on Tang poems.")
+    parser = argparse.ArgumentParser(description="Train the book's mini-GPT (or its LLaMA-style twin) on Tang poems.")
     parser.add_argument("--config", default="lesson", choices=list(CONFIGS))
+    parser.add_argument("--arch", choices=ARCHS, help="the model: gpt (default) or llama, its LLaMA-style twin")
+    parser.add_argument("--n-kv-head", type=_head_count,
+                        help="with --arch llama: key/value heads (default: one per head; fewer = grouped-query)")
     parser.add_argument("--out", type=Path, help="folder for checkpoint.pt (default: runs/CONFIG)")
     start = parser.add_mutually_exclusive_group()
     start.add_argument("--resume", action="store_true", help="continue from the folder's checkpoint")
@@ -415,6 +461,10 @@ def main(argv=None) -> int:
     config = named_config(args.config)
     if args.max_steps is not None:
         config.max_steps = args.max_steps
+    if args.arch is not None:
+        config.arch = args.arch
+    if args.n_kv_head is not None:
+        config.n_kv_head = args.n_kv_head
     out = args.out or Path("runs") / args.config
     checkpoint = out / "checkpoint.pt"
 
@@ -429,7 +479,8 @@ def main(argv=None) -> int:
                                       progress=False if args.no_progress else None, log_every=args.log_every,
                                       log=lambda s: print(s, flush=True), overwrite=args.overwrite,
                                       extend=args.extend)
-        summary = {"config": args.config, "steps": config.max_steps, "final_val_loss": history["val_loss"][-1],
+        summary = {"config": args.config, "arch": config.arch, "steps": config.max_steps,
+                   "final_val_loss": history["val_loss"][-1],
                    "tokens_per_second": history["tokens_per_second"], "seconds": history["seconds"],
                    "parameters": model.num_parameters(), "checkpoint": str(checkpoint)}
         text = json.dumps(summary, indent=2) + "\n"
