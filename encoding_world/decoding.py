@@ -109,7 +109,7 @@ def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int | Non
 @torch.no_grad()
 def decode(model, token_ids: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
            top_k: int | None = None, top_p: float | None = None, generator: torch.Generator | None = None,
-           stop_id: int | None = None, on_token=None) -> torch.Tensor:
+           stop_id: int | None = None, use_cache: bool = True, on_token=None) -> torch.Tensor:
     """Extend each row of token_ids [batch, len] by up to max_new_tokens chosen tokens.
 
     The book's one generation loop (GPT.generate calls it): feed the last block_size tokens,
@@ -120,21 +120,39 @@ def decode(model, token_ids: torch.Tensor, max_new_tokens: int, temperature: flo
     depend on when the other rows stop. on_token(next_ids), if given, is called with each
     step's chosen ids [batch, 1] as soon as they are chosen (the sampling command streams
     text to the terminal with it).
+
+    The KV cache (lesson 14): when the model offers a cache path (a `new_cache()` method and
+    forward(token_ids, cache=...), as gpt.GPT and llama.LlamaGPT do) and use_cache is True,
+    the prompt goes through the model once and each later step feeds only the token just
+    chosen; the logits are those of the whole window, up to rounding. Once the text outgrows
+    block_size the window slides and every position moves, so from then on the cache is
+    rebuilt from the window at each step, which is the computation without a cache.
+    use_cache=False (or a model without a cache path) runs the whole window at every step.
     """
     check_ids("token_ids", token_ids, model.config.vocab_size)
     check_int("max_new_tokens", max_new_tokens, low=0)
     _check_settings(temperature, top_k, top_p)
+    if not isinstance(use_cache, bool):
+        raise TypeError(f"use_cache must be True or False, got {use_cache!r}")
     if stop_id is not None:
         check_int("stop_id", stop_id, low=0, high=model.config.vocab_size - 1)
     block_size = model.config.block_size
+    cached = use_cache and callable(getattr(model, "new_cache", None))
+    cache, pending = None, token_ids        # pending: tokens whose keys and values are not cached yet
     stopped = torch.zeros(token_ids.shape[0], 1, dtype=torch.bool, device=token_ids.device)
     for _ in range(max_new_tokens):
-        logits = model(token_ids[:, -block_size:])[0][:, -1, :].float()
-        next_id = sample_next(logits, temperature, top_k, top_p, generator)
+        if not cached:
+            logits = model(token_ids[:, -block_size:])[0]
+        else:
+            if cache is None or cache.length + pending.shape[1] > block_size:   # start, or the window slid
+                cache, pending = model.new_cache(), token_ids[:, -block_size:]
+            logits = model(pending, cache=cache)[0]
+        next_id = sample_next(logits[:, -1, :].float(), temperature, top_k, top_p, generator)
         if stop_id is not None:
             next_id = next_id.masked_fill(stopped, stop_id)
             stopped |= next_id == stop_id
         token_ids = torch.cat([token_ids, next_id], dim=1)
+        pending = next_id
         if on_token is not None:
             on_token(next_id)
         if stopped.all():

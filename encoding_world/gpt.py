@@ -3,6 +3,8 @@
 Token and position embeddings, a stack of pre-LN blocks with causal self-attention (the
 package's TransformerBlock), a final LayerNorm and a language-model head that shares its
 weights with the token embedding. Lesson 12 trains it on Tang poems; lesson 15 adapts it.
+Lesson 14 adds its cache path: forward(..., cache=KVCache) runs only the new positions, reading
+the earlier ones' keys and values from the cache, and `decoding.decode` uses it.
 """
 import math
 from dataclasses import asdict, dataclass
@@ -13,6 +15,7 @@ from torch import nn
 
 from .checks import check_ids
 from .decoding import decode
+from .kv_cache import KVCache, causal_attention
 from .transformer import TransformerBlock
 
 
@@ -67,14 +70,22 @@ class GPT(nn.Module):
         n = sum(p.numel() for p in self.parameters())
         return n - self.position_embedding.weight.numel() if non_embedding else n
 
-    def forward(self, token_ids, targets=None):
+    def new_cache(self) -> KVCache:
+        """An empty KV cache for this model's layers: forward(..., cache=) fills it."""
+        return KVCache(self.config.n_layer)
+
+    def forward(self, token_ids, targets=None, cache: KVCache | None = None):
         """Logits [batch, len, vocab] for the next token at every position, and the mean
         cross-entropy against `targets` when given.
 
         token_ids (and targets) must be [batch, len] integer ids inside the vocabulary, with
         1 <= len <= block_size; anything else raises a one-line error naming it (an id out of
         range would otherwise fail deep inside the embedding, or, on a GPU, abort the process).
-        The check is skipped while torch.compile traces the model."""
+        The check is skipped while torch.compile traces the model.
+
+        With a KVCache (lesson 14), token_ids continue the positions already cached: only they
+        go through the blocks, their keys and values are appended to the cache, and their
+        logits are those a pass over the whole sequence gives at these positions."""
         if not torch.compiler.is_compiling():
             check_ids("token_ids", token_ids, self.config.vocab_size)
             if targets is not None:
@@ -83,15 +94,17 @@ class GPT(nn.Module):
                     raise ValueError(f"targets must have the shape of token_ids {list(token_ids.shape)}, "
                                      f"got {list(targets.shape)}")
         batch, length = token_ids.shape
-        if length > self.config.block_size:
-            raise ValueError(f"sequence of {length} tokens is longer than block_size={self.config.block_size}")
+        start = 0 if cache is None else cache.length
+        if start + length > self.config.block_size:
+            where = f"{start} cached + {length} new positions are" if start else f"sequence of {length} tokens is"
+            raise ValueError(f"{where} longer than block_size={self.config.block_size}")
         if length == 0:
             raise ValueError("token_ids holds no token (shape [batch, 0]): give every row at least one, "
                              "e.g. the END id 0 to start a new poem")
-        positions = torch.arange(length, device=token_ids.device)
+        positions = torch.arange(start, start + length, device=token_ids.device)
         x = self.dropout(self.token_embedding(token_ids) + self.position_embedding(positions))
-        for block in self.blocks:
-            x = block(x, causal=True)
+        for layer, block in enumerate(self.blocks):
+            x = block(x, causal=True) if cache is None else _block_with_cache(block, x, cache, layer)
         logits = self.lm_head(self.norm(x))
         loss = None
         if targets is not None:
@@ -109,11 +122,26 @@ class GPT(nn.Module):
         return 6 * self.num_parameters() + 6 * c.n_layer * c.block_size * c.d_model
 
     def generate(self, token_ids, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
-                 generator: torch.Generator | None = None, stop_id: int | None = None, top_p: float | None = None):
+                 generator: torch.Generator | None = None, stop_id: int | None = None, top_p: float | None = None,
+                 use_cache: bool = True):
         """Append up to max_new_tokens chosen tokens to each row (greedy when temperature == 0).
 
         A row that writes stop_id stops there (padded with stop_id until every row has
         stopped). This is `encoding_world.decoding.decode`, the book's one generation loop,
-        which lesson 13 derives.
+        which lesson 13 derives (with the KV cache of lesson 14 unless use_cache=False).
         """
-        return decode(self, token_ids, max_new_tokens, temperature, top_k, top_p, generator, stop_id)
+        return decode(self, token_ids, max_new_tokens, temperature, top_k, top_p, generator, stop_id, use_cache)
+
+
+def _block_with_cache(block: TransformerBlock, x: torch.Tensor, cache: KVCache, layer: int) -> torch.Tensor:
+    """block(x, causal=True) for new positions x [batch, new, d_model] that continue those in
+    `cache`: their keys and values join the cache's entry for `layer`, and their queries attend
+    to every cached position up to their own."""
+    attn = block.self_attn
+    batch, new, _ = x.shape
+    h = block.norm1(x)
+    q, k, v = (attn._split_heads(proj(h)) for proj in (attn.q_proj, attn.k_proj, attn.v_proj))
+    k, v = cache.update(layer, k, v)
+    out = causal_attention(q, k, v, attn.dropout if attn.training else 0.0)
+    x = x + block.dropout(attn.out_proj(out.transpose(1, 2).reshape(batch, new, attn.d_model)))
+    return x + block.dropout(block.ffn(block.norm2(x)))

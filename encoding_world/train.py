@@ -4,6 +4,7 @@
     python -m encoding_world.train --config cpu-full           # ~30 minutes on 2 CPU cores
     python -m encoding_world.train --config gpu                # the book's full model, one GPU
     python -m encoding_world.train --config cpu-full --resume  # carry on after an interruption
+    python -m encoding_world.train --config lesson --arch llama --n-kv-head 2   # lesson 14's LLaMA-style twin
     python -m encoding_world.train --data mine.txt --documents lines   # your own text
     torchrun --nproc_per_node=8 -m encoding_world.train --config gpu   # 8 GPUs, DDP
 
@@ -45,6 +46,7 @@ from . import lm_data
 from .checks import check_int, check_number, check_output_folder
 from .data import DOCUMENT_LAYOUTS, DataError, load_documents, load_tang_poems
 from .gpt import GPT, GPTConfig
+from .llama import LlamaGPT, LlamaGPTConfig
 from .runtime import DeviceUnavailableError, autocast, get_device, grad_scaler, set_seed
 from .training import (
     CheckpointError,
@@ -82,10 +84,27 @@ class TrainConfig:
     documents: str | None = None  # how --data separates documents: "blank-lines" or "lines"
     micro_batch_size: int | None = None  # windows per forward pass and process (None: batch_size / processes);
                                          # fewer accumulate gradients, so batch_size is the global batch
+    arch: str = "gpt"            # "gpt": the mini-GPT (lesson 12); "llama": its LLaMA-style twin (lesson 14)
+    n_kv_head: int | None = None  # "llama" only: key/value heads (None = n_head; fewer = grouped-query)
 
-    def model_config(self) -> GPTConfig:
-        return GPTConfig(vocab_size=self.vocab_size, block_size=self.block_size, n_layer=self.n_layer,
-                         n_head=self.n_head, d_model=self.d_model, dropout=self.dropout)
+    def model_config(self) -> GPTConfig | LlamaGPTConfig:
+        """The configuration of the model `arch` names: a GPTConfig, or the LlamaGPTConfig twin
+        (same vocabulary, context, depth, heads and width; RMSNorm, SwiGLU, RoPE, n_kv_head)."""
+        config = GPTConfig(vocab_size=self.vocab_size, block_size=self.block_size, n_layer=self.n_layer,
+                           n_head=self.n_head, d_model=self.d_model, dropout=self.dropout)
+        if self.arch == "llama":
+            return LlamaGPTConfig.from_gpt_config(config, n_kv_head=self.n_kv_head)
+        return config
+
+
+ARCHS = ("gpt", "llama")
+
+
+def build_model(config: "TrainConfig", vocab=None):
+    """A freshly initialised model of config.arch: gpt.GPT or llama.LlamaGPT (with --data, sized
+    to the vocabulary built from the file: see model_config)."""
+    model = config.model_config() if vocab is None else model_config(config, vocab)
+    return (LlamaGPT if config.arch == "llama" else GPT)(model)
 
 
 CONFIGS = {
@@ -133,8 +152,18 @@ def check_config(config: TrainConfig) -> None:
     if config.data is None and config.documents is not None:
         raise ValueError("--documents says how a --data file is cut into documents: give --data PATH too")
 
+    if config.arch not in ARCHS:
+        raise ValueError(f"arch must be one of {', '.join(map(repr, ARCHS))}, got {config.arch!r}")
+    if config.n_kv_head is not None:
+        if config.arch != "llama":
+            raise ValueError(f"n_kv_head={config.n_kv_head} is a setting of arch='llama' (grouped-query "
+                             f"attention); the GPT has one key/value head per head: leave n_kv_head None")
+        check_int("n_kv_head", config.n_kv_head, low=1)
+    if config.arch == "llama":
+        config.model_config()          # raises a ValueError naming what the LLaMA-style model cannot have
 
-def model_config(config: TrainConfig, vocab) -> GPTConfig:
+
+def model_config(config: TrainConfig, vocab) -> GPTConfig | LlamaGPTConfig:
     """The model that `config` trains on data with `vocab`: with --data, vocab_size is only the
     most characters allowed, and the model has exactly the vocabulary's tokens (no id it could
     write is without a character)."""
@@ -159,7 +188,8 @@ def batch_split(config: TrainConfig, processes: int) -> tuple[int, int]:
 
 def checkpoint_bytes(config: TrainConfig) -> int:
     """About how many bytes a checkpoint of `config` takes: the weights and AdamW's two
-    moments, 4 bytes each, for V·d + block·d + n_layer·(12·d² + 2·d) + d parameters."""
+    moments, 4 bytes each, for V·d + block·d + n_layer·(12·d² + 2·d) + d parameters (the
+    GPT's count; the LLaMA-style twin's is within a few per cent of it)."""
     d = config.d_model
     parameters = (config.vocab_size + config.block_size) * d + config.n_layer * (12 * d * d + 2 * d) + d
     return 3 * 4 * parameters + (1 << 16)
@@ -372,7 +402,9 @@ def _check_resume(checkpoint: Path | None, config: TrainConfig, extend: bool) ->
     if missing:
         raise CheckpointError(f"{checkpoint} was not written by encoding_world.train (it lacks {missing}), "
                               f"so the run cannot be resumed from it: start a new run in another --out")
-    saved_config = extra["train_config"]
+    # A setting added since the checkpoint was written had its default then (e.g. arch="gpt").
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    saved_config = defaults | extra["train_config"]
     differences = _config_differences(saved_config, dataclasses.asdict(config))
     longer = list(differences) == ["max_steps"] and config.max_steps > (saved_config.get("max_steps") or 0)
     if differences and not (extend and longer):
@@ -446,7 +478,10 @@ def _compile(model, example, device, log):
 
 def run(config: TrainConfig | str, out_dir=None, resume: bool = False, device=None, progress: bool | None = None,
         log_every: int = 0, log=print, overwrite: bool = False, extend: bool = False, on_step=None):
-    """Train a GPT with `config` (a TrainConfig or a name in CONFIGS); return (model, vocab, history).
+    """Train a model with `config` (a TrainConfig or a name in CONFIGS); return (model, vocab, history).
+
+    The model is a gpt.GPT, or with config.arch == "llama" a llama.LlamaGPT (`build_model`);
+    everything else (data, optimizer, schedule, evaluation, checkpoints) is the same for both.
 
     history: {"step": [...], "train_loss": [...], "val_loss": [...], "tokens_per_second": float, ...}.
     With out_dir, checkpoints go to out_dir/checkpoint.pt; resume=True continues from it.
@@ -479,7 +514,7 @@ def run(config: TrainConfig | str, out_dir=None, resume: bool = False, device=No
 def _run(config, out_dir, resume, device, progress, log_every, log, overwrite, extend, on_step, rank, processes):
     writer = rank == 0
     if not writer:
-        log = lambda message: None          # noqa: E731: only rank 0 speaks
+        log = lambda message: None          # only rank 0 speaks
     per_process, accumulate = batch_split(config, processes)
     checkpoint = Path(out_dir) / "checkpoint.pt" if out_dir is not None else None
     resume = resume or extend
@@ -488,7 +523,7 @@ def _run(config, out_dir, resume, device, progress, log_every, log, overwrite, e
     schedule = _check_resume(checkpoint, config, extend) if resume else config
     set_seed(config.seed)
     data = load_data(config)
-    model = GPT(model_config(config, data.vocab)).to(device)
+    model = build_model(config, data.vocab).to(device)
     optimizer = make_optimizer(model.parameters(), config.learning_rate, config.weight_decay, device)
     scaler = grad_scaler(device)        # enabled only for float16 training (GPUs without bf16)
     generator = torch.Generator().manual_seed(config.seed)   # draws the training windows, alike on every rank
@@ -628,7 +663,7 @@ def resume_command(args, out: Path) -> str:
     launcher = (f"torchrun --nproc_per_node={os.environ.get('LOCAL_WORLD_SIZE', processes)} -m encoding_world.train"
                 if processes > 1 else "python -m encoding_world.train")
     parts = [launcher, f"--config {args.config}", f"--out {out}"]
-    for option in ("data", "documents", "vocab_size", "max_steps"):
+    for option in ("data", "documents", "vocab_size", "max_steps", "arch", "n_kv_head"):
         if getattr(args, option) is not None:
             parts.append(f"--{option.replace('_', '-')} {getattr(args, option)}")
     return " ".join(parts + ["--resume"])
@@ -641,6 +676,13 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a positive whole number of steps, got {text!r}") from None
 
 
+def _head_count(text: str) -> int:
+    try:
+        return check_int("the value", int(text), low=1)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number of key/value heads, got {text!r}") from None
+
+
 def _count(text: str) -> int:
     try:
         return check_int("the value", int(text), low=0)
@@ -650,10 +692,13 @@ def _count(text: str) -> int:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
-        description="Train the book's mini-GPT on Tang poems, or on a text file of your own (--data). "
+        description="Train the book's mini-GPT (or its LLaMA-style twin) on Tang poems, or on a text file of your own (--data). "
                     "Under torchrun (torchrun --nproc_per_node=N -m encoding_world.train ...) it trains "
                     "with DistributedDataParallel, batch_size staying the global batch.")
     parser.add_argument("--config", default="lesson", choices=list(CONFIGS))
+    parser.add_argument("--arch", choices=ARCHS, help="the model: gpt (default) or llama, its LLaMA-style twin")
+    parser.add_argument("--n-kv-head", type=_head_count,
+                        help="with --arch llama: key/value heads (default: one per head; fewer = grouped-query)")
     parser.add_argument("--data", type=Path, help="a UTF-8 text file to train on instead of the Tang poems "
                                                   "(needs --documents; every 20th document is held out)")
     parser.add_argument("--documents", choices=DOCUMENT_LAYOUTS,
@@ -684,7 +729,7 @@ def main(argv=None) -> int:
     config = named_config(args.config)
     if args.max_steps is not None:
         config.max_steps = args.max_steps
-    for option in ("vocab_size", "micro_batch_size", "compile", "documents"):
+    for option in ("vocab_size", "micro_batch_size", "compile", "documents", "arch", "n_kv_head"):
         if getattr(args, option) is not None:
             setattr(config, option, getattr(args, option))
     if args.data is not None:
@@ -706,7 +751,8 @@ def main(argv=None) -> int:
                                       extend=args.extend)
         if rank != 0:
             return 0                            # rank 0 writes the summary
-        summary = {"config": args.config, "steps": config.max_steps, "final_val_loss": history["val_loss"][-1],
+        summary = {"config": args.config, "arch": config.arch, "steps": config.max_steps,
+                   "final_val_loss": history["val_loss"][-1],
                    "tokens_per_second": history["tokens_per_second"], "seconds": history["seconds"],
                    "parameters": model.num_parameters(), "checkpoint": str(checkpoint)}
         if "weights_sha256_by_rank" in history:

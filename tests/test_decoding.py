@@ -5,6 +5,7 @@ import torch
 
 from encoding_world import decoding as D
 from encoding_world.gpt import GPT, GPTConfig
+from encoding_world.llama import LlamaGPT, LlamaGPTConfig
 
 # 今天天气真__: 好 热 冷 差 糟 棒, already sorted by probability.
 PROBS = [0.4, 0.25, 0.15, 0.1, 0.06, 0.04]
@@ -158,6 +159,48 @@ def test_each_row_stops_at_its_own_stop_id_and_the_others_carry_on(model):
             cut = hits[0].item() + 1                                 # position of the first stop
             assert torch.equal(row[:cut + 1], row_free[:cut + 1])    # identical up to the stop ...
             assert (row[cut + 1:] == stop).all()                     # ... then only stop_id
+
+
+def _llama():
+    torch.manual_seed(0)
+    return LlamaGPT(LlamaGPTConfig(vocab_size=40, block_size=12, n_layer=2, n_head=4, n_kv_head=2, d_model=32)).eval()
+
+
+@pytest.mark.parametrize("arch", ["gpt", "llama"])
+def test_decode_gives_the_same_tokens_with_and_without_the_kv_cache(model, arch):
+    model = model if arch == "gpt" else _llama()
+    prompt = torch.randint(40, (3, 4), generator=torch.Generator().manual_seed(2))
+    for new in (8, 30):                                   # inside the window, and well past block_size=12
+        cached = D.decode(model, prompt, new, temperature=0)
+        plain = D.decode(model, prompt, new, temperature=0, use_cache=False)
+        assert cached.shape == (3, 4 + new) and torch.equal(cached, plain)
+        sampled = [D.decode(model, prompt, new, top_k=10, generator=torch.Generator().manual_seed(1), use_cache=c)
+                   for c in (True, False)]
+        assert torch.equal(*sampled)
+    long_prompt = torch.randint(40, (2, 20), generator=torch.Generator().manual_seed(3))   # longer than the window
+    assert torch.equal(D.decode(model, long_prompt, 3, temperature=0),
+                       D.decode(model, long_prompt, 3, temperature=0, use_cache=False))
+    start = torch.zeros(2, 1, dtype=torch.long)
+    stop = D.decode(model, start, 1, temperature=0)[0, 1].item()
+    assert torch.equal(D.decode(model, start, 10, temperature=0, stop_id=stop),
+                       D.decode(model, start, 10, temperature=0, stop_id=stop, use_cache=False))
+
+
+@pytest.mark.parametrize("arch", ["gpt", "llama"])
+def test_decode_with_the_cache_feeds_one_token_per_step_until_the_window_slides(model, arch):
+    model = model if arch == "gpt" else _llama()
+    fed = []
+    hook = model.register_forward_pre_hook(lambda module, args, kwargs: fed.append(args[0].shape[1]), with_kwargs=True)
+    try:
+        D.decode(model, torch.zeros(1, 5, dtype=torch.long), 10, temperature=0)       # 5 + 10 > block_size 12
+        assert fed == [5] + [1] * 7 + [12] * 2         # prefill, 7 steps to fill 12, then the whole window
+        fed.clear()
+        D.decode(model, torch.zeros(1, 5, dtype=torch.long), 3, temperature=0, use_cache=False)
+        assert fed == [5, 6, 7]
+    finally:
+        hook.remove()
+    with pytest.raises(TypeError, match="use_cache"):
+        D.decode(model, torch.zeros(1, 1, dtype=torch.long), 1, use_cache="yes")
 
 
 def test_completions_cut_at_the_first_stop():

@@ -153,3 +153,60 @@ def test_compiled_run_resumes_into_an_uncompiled_one(tmp_path, monkeypatch):
     _, _, resumed = train_module.run(quick_config(), tmp_path / "run", resume=True, device="cpu", log=lambda _: None)
     _, _, eager = train_module.run(quick_config(), tmp_path / "eager", device="cpu", log=lambda _: None)
     assert resumed["val_loss"] == pytest.approx(eager["val_loss"], abs=1e-5)
+
+
+@pytest.mark.parametrize("arch, n_kv_head", [("gpt", None), ("llama", 1)])
+def test_each_architecture_trains_and_resumes_exactly(tmp_path, arch, n_kv_head):
+    # arch selects the model in the training configuration: the mini-GPT or its LLaMA-style
+    # twin (lesson 14), here with grouped-query attention (1 key/value head for 2 heads).
+    config = train_module.dataclasses.replace(train_module.CONFIGS["tiny"], max_steps=8, eval_every=4,
+                                              checkpoint_every=4, arch=arch, n_kv_head=n_kv_head)
+    model, _, straight = train_module.run(config, tmp_path / "straight", device="cpu")
+    expected = train_module.LlamaGPT if arch == "llama" else train_module.GPT
+    assert type(model) is expected and straight["val_loss"][-1] < straight["val_loss"][0] + 1.0
+    if arch == "llama":
+        assert model.config.n_kv_head == 1 and model.blocks[0].attn.k_proj.weight.shape[0] == model.config.head_dim
+
+    class Cut(Exception):
+        pass
+
+    def cut_at_6(step, loss):
+        if step == 6:
+            raise Cut
+    with pytest.raises(Cut):
+        train_module.run(config, tmp_path / "cut", device="cpu", on_step=cut_at_6)
+    assert torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=True)["step"] == 4
+    resumed_model, _, resumed = train_module.run(config, tmp_path / "cut", resume=True, device="cpu",
+                                                 log=lambda _: None)
+    assert resumed["val_loss"] == straight["val_loss"] and resumed["train_loss"] == straight["train_loss"]
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), resumed_model.state_dict().values()))
+
+    other = "gpt" if arch == "llama" else "llama"   # a checkpoint of one architecture never resumes as the other
+    with pytest.raises(CheckpointError, match=f"arch is '{arch}' in the checkpoint and '{other}' now"):
+        train_module.run(train_module.dataclasses.replace(config, arch=other, n_kv_head=None), tmp_path / "cut",
+                         resume=True, device="cpu", log=lambda _: None)
+
+
+def test_arch_settings_are_checked_and_offered_on_the_command_line(tmp_path):
+    with pytest.raises(ValueError, match="arch must be one of 'gpt', 'llama', got 'mamba'"):
+        train_module.check_config(train_module.TrainConfig(arch="mamba"))
+    with pytest.raises(ValueError, match="n_kv_head=2 is a setting of arch='llama'"):
+        train_module.check_config(train_module.TrainConfig(n_kv_head=2))
+    with pytest.raises(ValueError, match="must divide n_head"):
+        train_module.check_config(train_module.TrainConfig(arch="llama", n_kv_head=3))
+    summary = run_to_end(tmp_path, "--max-steps", "3", "--arch", "llama", "--n-kv-head", "1")
+    assert summary["arch"] == "llama" and summary["steps"] == 3
+    saved = torch.load(tmp_path / "checkpoint.pt", weights_only=True)["extra"]["train_config"]
+    assert saved["arch"] == "llama" and saved["n_kv_head"] == 1
+
+
+def test_checkpoints_written_before_arch_existed_still_resume(tmp_path):
+    config = train_module.dataclasses.replace(train_module.CONFIGS["tiny"], max_steps=4, checkpoint_every=2)
+    train_module.run(config, tmp_path, device="cpu")
+    path = tmp_path / "checkpoint.pt"
+    state = torch.load(path, weights_only=True)
+    for name in ("arch", "n_kv_head"):
+        del state["extra"]["train_config"][name]
+    torch.save(state, path)
+    train_module.run(train_module.dataclasses.replace(config, max_steps=6), tmp_path, extend=True, device="cpu",
+                     log=lambda _: None)
