@@ -118,16 +118,27 @@ def decode(model, token_ids: torch.Tensor, max_new_tokens: int, temperature: flo
     when every row has stopped (so rows may end in stop_id repeated; `completions` cuts
     them). Every row still takes part in each step's random draw, so a row's tokens do not
     depend on when the other rows stop.
+
+    A model that carries a state from one token to the next (a recurrent network, lesson 11)
+    may define `next_logits(token_ids, state) -> (logits [batch, vocab], state)`: with state
+    None it reads all of token_ids; otherwise it reads only the last token, the state standing
+    for everything before it. decode then calls it instead of the forward pass over the last
+    block_size tokens, so each new token costs one step, and such a model needs no block_size.
     """
     check_ids("token_ids", token_ids, model.config.vocab_size)
     check_int("max_new_tokens", max_new_tokens, low=0)
     _check_settings(temperature, top_k, top_p)
     if stop_id is not None:
         check_int("stop_id", stop_id, low=0, high=model.config.vocab_size - 1)
-    block_size = model.config.block_size
+    next_logits = getattr(model, "next_logits", None)
+    state = None
     stopped = torch.zeros(token_ids.shape[0], 1, dtype=torch.bool, device=token_ids.device)
     for _ in range(max_new_tokens):
-        logits = model(token_ids[:, -block_size:])[0][:, -1, :].float()
+        if next_logits is None:
+            logits = model(token_ids[:, -model.config.block_size:])[0][:, -1, :].float()
+        else:
+            logits, state = next_logits(token_ids, state)
+            logits = logits.float()
         next_id = sample_next(logits, temperature, top_k, top_p, generator)
         if stop_id is not None:
             next_id = next_id.masked_fill(stopped, stop_id)

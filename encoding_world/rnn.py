@@ -2,7 +2,9 @@
 
 The model reads a sequence one token at a time and carries a hidden state from each step to
 the next; it has the interface of the book's GPT (`forward(token_ids, targets=None) ->
-(logits, loss)`, `num_parameters()`, `generate`), so the same training loop trains either:
+(logits, loss)`, `num_parameters()`, `generate`), so the book's one training loop
+(`train.train_steps`) trains either, and its one generation loop (`decoding.decode`) writes
+with either:
 
     token embedding (|V| × d) → n_layer recurrent layers of width d → LM head (tied to the embedding)
 
@@ -18,12 +20,19 @@ Weights are initialised as PyTorch does for the recurrent layers (uniform in ±1
 embedding E (normal, std 1/√d) is read as √d · E[x], so the recurrent layer sees inputs of
 size about 1, and written through as h · Eᵀ, so the first logits are small and the first
 loss is close to ln|V|.
+
+`next_logits(token_ids, state)` is the hook `decoding.decode` uses for a model with a state:
+the first call reads the prompt, every later one a single new token, so writing costs one
+recurrent step per token however long the text has grown (a GPT re-reads its window).
 """
 from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .checks import check_ids
+from .decoding import decode
 
 CELLS = ("rnn", "lstm")
 
@@ -68,24 +77,23 @@ class CharRNN(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
     def _check(self, token_ids, targets):
-        if not isinstance(token_ids, torch.Tensor) or token_ids.dim() != 2:
-            shape = tuple(token_ids.shape) if isinstance(token_ids, torch.Tensor) else type(token_ids).__name__
-            raise ValueError(f"token_ids must be a 2-D tensor [batch, length], got {shape}")
-        if token_ids.dtype not in (torch.long, torch.int32, torch.int64):
-            raise ValueError(f"token_ids must hold integer ids, got dtype {token_ids.dtype}")
-        if token_ids.numel() and (token_ids.min() < 0 or token_ids.max() >= self.config.vocab_size):
-            raise ValueError(f"token ids must lie in 0 … {self.config.vocab_size - 1}, found "
-                             f"{token_ids.min().item()} … {token_ids.max().item()}")
+        check_ids("token_ids", token_ids, self.config.vocab_size)
         if token_ids.shape[1] == 0:
-            raise ValueError("token_ids has length 0: give at least one token per row")
-        if targets is not None and targets.shape != token_ids.shape:
-            raise ValueError(f"targets must have the shape of token_ids {tuple(token_ids.shape)}, "
-                             f"got {tuple(targets.shape)}")
+            raise ValueError("token_ids holds no token (shape [batch, 0]): give every row at least one, "
+                             "e.g. the END id 0 to start a new poem")
+        if targets is not None:
+            check_ids("targets", targets, self.config.vocab_size)
+            if targets.shape != token_ids.shape:
+                raise ValueError(f"targets must have the shape of token_ids {list(token_ids.shape)}, "
+                                 f"got {list(targets.shape)}")
 
     def forward_with_state(self, token_ids, state=None):
         """Logits [batch, len, vocab] and the final state: h [n_layer, batch, d] for the RNN,
         (h, c) for the LSTM. Pass the state back in to continue the same sequences."""
         self._check(token_ids, None)
+        return self._read(token_ids, state)
+
+    def _read(self, token_ids, state):
         hidden, state = self.rnn(self.token_embedding(token_ids) * self.input_scale, state)
         return self.lm_head(hidden), state
 
@@ -93,36 +101,24 @@ class CharRNN(nn.Module):
         """Logits [batch, len, vocab] for the next token at every position, and the mean
         cross-entropy against `targets` when given (GPT's interface)."""
         self._check(token_ids, targets)
-        logits, _ = self.forward_with_state(token_ids)
+        logits, _ = self._read(token_ids, None)
         loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.reshape(-1))
         return logits, loss
 
-    @torch.no_grad()
+    def next_logits(self, token_ids, state=None):
+        """Logits [batch, vocab] for the token after token_ids, and the state after reading it.
+
+        With state None every token of token_ids is read; otherwise only the last one, the
+        state standing for all before it. This is the hook through which `decoding.decode`
+        writes with a recurrent model: one recurrent step per new token."""
+        logits, state = self.forward_with_state(token_ids if state is None else token_ids[:, -1:], state)
+        return logits[:, -1, :], state
+
     def generate(self, token_ids, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
-                 generator: torch.Generator | None = None, stop_id: int | None = None):
-        """Append up to max_new_tokens sampled tokens (greedy when temperature == 0), as
-        `GPT.generate` does; each new token costs one recurrent step, whatever the length so far,
-        because the state summarises everything before it."""
-        if temperature < 0:
-            raise ValueError(f"temperature must be >= 0 (0 means greedy), got {temperature}")
-        if top_k is not None and top_k < 1:
-            raise ValueError(f"top_k must be a positive number of tokens to keep, or None for all; got {top_k}")
-        logits, state = self.forward_with_state(token_ids)
-        logits = logits[:, -1, :].float()
-        for _ in range(max_new_tokens):
-            if temperature == 0:
-                next_id = logits.argmax(dim=-1, keepdim=True)
-            else:
-                logits = logits / temperature
-                if top_k is not None:
-                    kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, -1:]
-                    logits = logits.masked_fill(logits < kth, float("-inf"))
-                next_id = torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=generator)
-            token_ids = torch.cat([token_ids, next_id], dim=1)
-            if stop_id is not None and (next_id == stop_id).all():
-                break
-            logits, state = self.forward_with_state(next_id, state)
-            logits = logits[:, -1, :].float()
-        return token_ids
+                 generator: torch.Generator | None = None, stop_id: int | None = None, top_p: float | None = None):
+        """Append up to max_new_tokens chosen tokens to each row (greedy when temperature == 0),
+        as `GPT.generate` does: this is `decoding.decode`, which carries the state through
+        `next_logits`, so each new token costs one recurrent step."""
+        return decode(self, token_ids, max_new_tokens, temperature, top_k, top_p, generator, stop_id)

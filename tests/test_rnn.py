@@ -1,10 +1,11 @@
+import dataclasses
 import math
 
 import pytest
 import torch
 from torch import nn
 
-from encoding_world import lm_data
+from encoding_world import decoding, lm_data
 from encoding_world.rnn import CharRNN, CharRNNConfig
 
 
@@ -136,16 +137,76 @@ def test_bad_configurations_are_refused():
 
 def test_bad_inputs_name_what_was_expected():
     model = make("rnn")
-    with pytest.raises(ValueError, match=r"2-D tensor \[batch, length\], got \(5,\)"):
+    with pytest.raises(ValueError, match=r"token_ids must be \[batch, len\] token ids"):
         model(torch.zeros(5, dtype=torch.long))
-    with pytest.raises(ValueError, match="integer ids, got dtype torch.float32"):
+    with pytest.raises(TypeError, match="token_ids must hold integer token ids"):
         model(torch.zeros(1, 5))
-    with pytest.raises(ValueError, match="must lie in 0 … 39, found 0 … 40"):
+    with pytest.raises(ValueError, match=r"token_ids holds the id 40, outside the vocabulary 0\.\.39"):
         model(torch.tensor([[0, 40]]))
-    with pytest.raises(ValueError, match="length 0"):
+    with pytest.raises(ValueError, match="no token"):
         model(torch.zeros(1, 0, dtype=torch.long))
-    with pytest.raises(ValueError, match=r"targets must have the shape of token_ids \(1, 4\), got \(1, 3\)"):
+    with pytest.raises(ValueError, match=r"targets must have the shape of token_ids \[1, 4\], got \[1, 3\]"):
         model(torch.zeros(1, 4, dtype=torch.long), torch.zeros(1, 3, dtype=torch.long))
+    with pytest.raises(ValueError, match="targets holds the id -1"):
+        model(torch.zeros(1, 2, dtype=torch.long), torch.tensor([[0, -1]]))
+
+
+class Rereading(torch.nn.Module):
+    """The same model without a state: decode re-reads the whole text at every step."""
+
+    def __init__(self, model, block_size):
+        super().__init__()
+        self.model = model
+        self.config = dataclasses.replace(model.config)
+        self.config.block_size = block_size
+
+    def forward(self, token_ids, targets=None):
+        return self.model(token_ids, targets)
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm"])
+def test_decode_carries_the_state_and_writes_what_rereading_writes(cell):
+    model = make(cell, n_layer=2)
+    rereading = Rereading(model, block_size=100)
+    assert not hasattr(rereading, "next_logits") and hasattr(model, "next_logits")
+    prompt = torch.randint(40, (3, 4), generator=torch.Generator().manual_seed(4))
+    greedy = decoding.decode(model, prompt, 12, temperature=0)
+    assert greedy.shape == (3, 16) and torch.equal(greedy, decoding.decode(rereading, prompt, 12, temperature=0))
+    assert torch.equal(model.generate(prompt, 12, temperature=0), greedy)
+    sampled = [decoding.decode(m, prompt, 12, top_k=10, top_p=0.9, generator=torch.Generator().manual_seed(5))
+               for m in (model, rereading)]
+    assert torch.equal(*sampled)
+
+
+def test_next_logits_reads_the_prompt_once_then_one_token_per_step():
+    model = make("lstm")
+    ids = torch.randint(40, (2, 7), generator=torch.Generator().manual_seed(6))
+    calls = []
+    hook = model.rnn.register_forward_hook(lambda module, args, out: calls.append(args[0].shape[1]))
+    with torch.no_grad():
+        logits, state = model.next_logits(ids[:, :5])
+        assert torch.allclose(logits, model(ids[:, :5])[0][:, -1], atol=1e-6)
+        for n in (6, 7):
+            logits, state = model.next_logits(ids[:, :n], state)
+            assert torch.allclose(logits, model(ids[:, :n])[0][:, -1], atol=1e-5)
+    hook.remove()
+    assert calls == [5, 5, 1, 6, 1, 7]      # next_logits: 5, 1, 1; the full re-reads in between: 5, 6, 7
+    model.generate(ids[:, :5], 3, temperature=0)
+
+
+def test_decode_stops_rows_of_a_recurrent_model_and_pads_them():
+    model = make("rnn")
+    prompt = torch.randint(40, (4, 3), generator=torch.Generator().manual_seed(7))
+    free = decoding.decode(model, prompt, 10, temperature=0)
+    stop = free[0, 5].item()                    # row 0 writes it as its third new token
+    out = decoding.decode(model, prompt, 10, temperature=0, stop_id=stop)
+    for row, full in zip(out.tolist(), free.tolist()):
+        new = full[3:]
+        if stop in new:
+            cut = 3 + new.index(stop) + 1
+            assert row[:cut] == full[:cut] and all(t == stop for t in row[cut:])
+        else:
+            assert row == full[:len(row)]
 
 
 def test_model_learns_a_repeating_pattern():
