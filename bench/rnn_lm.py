@@ -19,13 +19,14 @@ training FLOPs per character, about 6·N:
     LSTM      1 layer  × 176                                        777,216
     RNN       1 layer  × 225 (Elman, tanh)                          776,700
 
-Every run uses the training loop of `encoding_world.train.train` (cosine schedule with
-warm-up from `train.learning_rate`, AdamW from `train.make_optimizer`, clipping at 1, the
-same seeded batches from `lm_data.random_batch`) and scores the same 256 held-out windows with
-`train.evaluate`. Results go to bench/results/rnn_lm-<device>.json.
+Every run goes through the book's one training loop, `train.train_steps` (the cosine schedule
+with warm-up of `train.cosine_lr`, AdamW from `train.make_optimizer`, clipping at 1, the same
+seeded batches from `lm_data.random_batches`), exactly as lesson 11 and `python -m
+encoding_world.train` do, and scores the same 256 held-out windows (`lm_data.consecutive_windows`)
+with `lm_data.mean_loss`. Results go to bench/results/rnn_lm-<device><threads>.json (or --out).
 """
 import argparse
-import dataclasses
+import functools
 import json
 import platform
 import sys
@@ -38,16 +39,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from encoding_world import lm_data, train  # noqa: E402
 from encoding_world.gpt import GPT  # noqa: E402
 from encoding_world.rnn import CharRNN, CharRNNConfig  # noqa: E402
-from encoding_world.runtime import autocast, get_device, grad_scaler, set_seed  # noqa: E402
+from encoding_world.runtime import get_device, set_seed  # noqa: E402
 
 MODELS = {"rnn": 225, "lstm": 176, "gpt": 128}   # the width that gives each about 0.78 M parameters
 SWEEP = {"rnn": (1e-3, 3e-3, 1e-2), "lstm": (3e-3, 1e-2, 2e-2, 4e-2), "gpt": (3e-3, 6e-3, 1e-2)}
-
-
-def budget(steps: int, lr: float, eval_every: int) -> train.TrainConfig:
-    """The lesson config (same data, vocabulary, batch, window, evaluation windows) over `steps`."""
-    return dataclasses.replace(train.CONFIGS["lesson"], max_steps=steps, warmup_steps=max(1, steps // 10),
-                               learning_rate=lr, min_learning_rate=lr / 10, eval_every=eval_every)
 
 
 def build(name: str, config: train.TrainConfig):
@@ -57,33 +52,29 @@ def build(name: str, config: train.TrainConfig):
     return CharRNN(CharRNNConfig(config.vocab_size, d_model=MODELS[name], n_layer=1, cell=name))
 
 
-def run(name, config, data, device):
-    """train.train's loop, for any model with GPT's interface; returns the history."""
+def run(name: str, steps: int, lr: float, eval_every: int, data, device):
+    """Lesson 12's recipe (the "lesson" config's data, batch, window, weight decay, clipping)
+    for `steps` steps at peak learning rate `lr` (warm-up over a tenth of the steps, cosine down
+    to lr / 10), evaluated every `eval_every` steps and at the end; returns the history."""
+    config = train.CONFIGS["lesson"]
     model = build(name, config).to(device)
-    optimizer = train.make_optimizer(model, config, device)
-    scaler = grad_scaler(device)
-    batches = torch.Generator().manual_seed(config.seed)
+    optimizer = train.make_optimizer(model.parameters(), lr, config.weight_decay, device)
+    batches = lm_data.random_batches(data.train, config.batch_size, config.block_size,
+                                     torch.Generator().manual_seed(config.seed))
+    validation = lm_data.consecutive_windows(data.val, config.block_size, config.eval_windows)
+    lr_at = functools.partial(train.cosine_lr, peak=lr, floor=lr / 10, warmup=max(1, steps // 10), total=steps)
     history = {"step": [], "val_loss": [], "seconds": []}
     start = time.perf_counter()
-    for step in range(config.max_steps):
-        for group in optimizer.param_groups:
-            group["lr"] = train.learning_rate(config, step)
-        x, y = lm_data.random_batch(data.train, config.batch_size, config.block_size, batches)
-        x, y = x.to(device), y.to(device)
-        with autocast(device):
-            _, loss = model(x, y)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-        scaler.step(optimizer)
-        scaler.update()
-        if (step + 1) % config.eval_every == 0 or step + 1 == config.max_steps:
-            history["step"].append(step + 1)
-            history["val_loss"].append(train.evaluate(model, data.val, config, device))
+
+    def on_step(step, loss):
+        if step % eval_every == 0 or step == steps:
+            history["step"].append(step)
+            history["val_loss"].append(lm_data.mean_loss(model, validation))
             history["seconds"].append(time.perf_counter() - start)
+
+    train.train_steps(model, optimizer, batches, steps, lr_at=lr_at, grad_clip=config.grad_clip, on_step=on_step)
     history["parameters"] = model.num_parameters()
-    history["tokens_seen"] = config.max_steps * config.batch_size * config.block_size
+    history["tokens_seen"] = steps * config.batch_size * config.block_size
     return history
 
 
@@ -97,12 +88,15 @@ def main(argv=None) -> int:
     parser.add_argument("--eval-every", type=int, default=100)
     parser.add_argument("--threads", type=int, help="torch threads (default: PyTorch's choice)")
     parser.add_argument("--device", help="cpu, cuda or mps (default: the best available)")
+    parser.add_argument("--only", action="append", choices=sorted(MODELS), help="these models only (repeatable)")
+    parser.add_argument("--out", type=Path, help="results file (default: bench/results/rnn_lm-<device><threads>.json)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = get_device(args.device)
     data = train.load_data(train.CONFIGS["lesson"])
-    out = Path(__file__).resolve().parent / "results" / f"rnn_lm-{device.type}{torch.get_num_threads()}.json"
+    out = args.out or Path(__file__).resolve().parent / "results" / f"rnn_lm-{device.type}{torch.get_num_threads()}.json"
+    models = args.only or list(MODELS)
     results = {"device": f"{device}, {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
                "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"), "widths": MODELS,
                "sweep_steps": args.sweep_steps, "sweep": {}, "chosen_lr": {}, "long": {}}
@@ -110,9 +104,9 @@ def main(argv=None) -> int:
         stored = json.loads(out.read_text(encoding="utf-8"))
         for key in ("sweep_steps", "sweep", "chosen_lr", "long"):
             results[key] = stored[key]
-    for name, lrs in SWEEP.items():
-        for lr in ([] if args.skip_sweep else lrs):
-            h = run(name, budget(args.sweep_steps, lr, args.sweep_steps), data, device)
+    for name in models:
+        for lr in ([] if args.skip_sweep else SWEEP[name]):
+            h = run(name, args.sweep_steps, lr, args.sweep_steps, data, device)
             results["sweep"].setdefault(name, {})[str(lr)] = h["val_loss"][-1]
             print(f"sweep {name} lr {lr:g}: {h['val_loss'][-1]:.4f} ({h['seconds'][-1]:.0f} s)", flush=True)
         results["chosen_lr"][name] = float(min(results["sweep"][name], key=results["sweep"][name].get))
@@ -120,10 +114,10 @@ def main(argv=None) -> int:
     given = dict(item.split("=") for item in args.lr)
     if args.steps:
         long = results["long"].setdefault(str(args.steps), {})   # {steps: {model: [runs]}}
-        for name in MODELS:
+        for name in models:
             best_two = sorted(results["sweep"][name], key=results["sweep"][name].get)[:2]
             for lr in ([given[name]] if name in given else best_two):
-                h = run(name, budget(args.steps, float(lr), args.eval_every), data, device)
+                h = run(name, args.steps, float(lr), args.eval_every, data, device)
                 h["learning_rate"] = float(lr)
                 long[name] = [r for r in long.get(name, []) if r["learning_rate"] != float(lr)] + [h]
                 print(f"long {name} lr {float(lr):g}: {h['val_loss'][-1]:.4f} after {args.steps} steps "
