@@ -24,6 +24,10 @@ with warm-up of `train.cosine_lr`, AdamW from `train.make_optimizer`, clipping a
 seeded batches from `lm_data.random_batches`), exactly as lesson 11 and `python -m
 encoding_world.train` do, and scores the same 256 held-out windows (`lm_data.consecutive_windows`)
 with `lm_data.mean_loss`. Results go to bench/results/rnn_lm-<device><threads>.json (or --out).
+
+bench/results/rnn_lm-cpu1.json (1 thread, 2026-12-04) was written by this script's first version,
+which wrote the same loop out inline (same schedule, optimizer groups, batches and windows);
+lesson 11's 80-step runs through train_steps repeat its sweep points to 0.001 nats.
 """
 import argparse
 import functools
