@@ -94,7 +94,15 @@ class CharRNN(nn.Module):
         return self._read(token_ids, state)
 
     def _read(self, token_ids, state):
-        hidden, state = self.rnn(self.token_embedding(token_ids) * self.input_scale, state)
+        x = self.token_embedding(token_ids) * self.input_scale
+        if x.device.type == "cpu" and torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.float16:
+            # The CPU's kernels (oneDNN) have no float16 recurrence; a GPU's cuDNN has. When float16
+            # autocast is rehearsed on a CPU (ENCODING_WORLD_AUTOCAST=fp16), the recurrence alone runs
+            # in float32 and the LM head still in float16.
+            with torch.autocast("cpu", enabled=False):
+                hidden, state = self.rnn(x.float(), state)
+        else:
+            hidden, state = self.rnn(x, state)
         return self.lm_head(hidden), state
 
     def forward(self, token_ids, targets=None):
