@@ -128,6 +128,12 @@ def decode(model, token_ids: torch.Tensor, max_new_tokens: int, temperature: flo
     block_size the window slides and every position moves, so from then on the cache is
     rebuilt from the window at each step, which is the computation without a cache.
     use_cache=False (or a model without a cache path) runs the whole window at every step.
+
+    A model that carries a state from one token to the next (a recurrent network, lesson 11)
+    may define `next_logits(token_ids, state) -> (logits [batch, vocab], state)`: with state
+    None it reads all of token_ids; otherwise it reads only the last token, the state standing
+    for everything before it. decode then calls it instead of the forward pass over the last
+    block_size tokens, so each new token costs one step, and such a model needs no block_size.
     """
     check_ids("token_ids", token_ids, model.config.vocab_size)
     check_int("max_new_tokens", max_new_tokens, low=0)
@@ -136,18 +142,21 @@ def decode(model, token_ids: torch.Tensor, max_new_tokens: int, temperature: flo
         raise TypeError(f"use_cache must be True or False, got {use_cache!r}")
     if stop_id is not None:
         check_int("stop_id", stop_id, low=0, high=model.config.vocab_size - 1)
-    block_size = model.config.block_size
-    cached = use_cache and callable(getattr(model, "new_cache", None))
-    cache, pending = None, token_ids        # pending: tokens whose keys and values are not cached yet
+    next_logits = getattr(model, "next_logits", None)          # a recurrent model's one step (lesson 11)
+    cached = next_logits is None and use_cache and callable(getattr(model, "new_cache", None))
+    block_size = getattr(model.config, "block_size", None)
+    state, cache, pending = None, None, token_ids   # pending: tokens whose keys and values are not cached yet
     stopped = torch.zeros(token_ids.shape[0], 1, dtype=torch.bool, device=token_ids.device)
     for _ in range(max_new_tokens):
-        if not cached:
-            logits = model(token_ids[:, -block_size:])[0]
-        else:
+        if next_logits is not None:
+            logits, state = next_logits(token_ids, state)
+        elif cached:
             if cache is None or cache.length + pending.shape[1] > block_size:   # start, or the window slid
                 cache, pending = model.new_cache(), token_ids[:, -block_size:]
-            logits = model(pending, cache=cache)[0]
-        next_id = sample_next(logits[:, -1, :].float(), temperature, top_k, top_p, generator)
+            logits = model(pending, cache=cache)[0][:, -1, :]
+        else:
+            logits = model(token_ids[:, -block_size:])[0][:, -1, :]
+        next_id = sample_next(logits.float(), temperature, top_k, top_p, generator)
         if stop_id is not None:
             next_id = next_id.masked_fill(stopped, stop_id)
             stopped |= next_id == stop_id
