@@ -32,8 +32,10 @@ LESSONS = [
     (8, "Attention", "注意力", "II"),
     (9, "Transformer", "编码器 · 解码器", "II"),
     (10, "n-gram LMs", "语言模型", "III"),
+    (11, "RNN & LSTM", "循环神经网络", "III"),
     (12, "Mini-GPT", "迷你 GPT", "III"),
     (13, "Decoding", "采样策略", "III"),
+    (14, "Modern LLMs", "现代大模型", "III"),
     (15, "Fine-tuning & LoRA", "微调 · LoRA", "IV"),
     (17, "Kinds of learning", "学习的类型", "A"),
     (18, "Notebook to project", "从笔记本到项目", "A"),
@@ -51,8 +53,10 @@ BUILDS_ON = {
     8: [2, 7],
     9: [8],
     10: [6],
+    11: [10],
     12: [9, 10],
     13: [12],
+    14: [12, 13],
     15: [12],
     17: [2],
     18: [12],
@@ -63,7 +67,8 @@ PART_NAMES = {"I": "Part I — Text becomes numbers", "II": "Part II — From to
               "III": "Part III — Language models", "IV": "Part IV — Adapting a model", "A": "Appendices"}
 COLUMN = {"I": 0, "II": 1, "III": 2, "IV": 3, "A": 4}
 # Row of each lesson inside its part's column.
-ROW = {1: 0, 2: 1, 3: 2, 4: 3, 5: 4, 6: 0, 7: 1, 8: 2, 9: 3, 10: 0, 12: 2, 13: 3, 15: 1, 17: 0.5, 18: 2.5}
+ROW = {1: 0, 2: 1, 3: 2, 4: 3, 5: 4, 6: 0, 7: 1, 8: 2, 9: 3, 10: 0, 11: 1, 12: 2, 13: 3, 14: 4, 15: 1,
+       17: 0.5, 18: 2.5}
 
 
 def draw(path: Path = OUT) -> None:
@@ -105,7 +110,7 @@ def draw(path: Path = OUT) -> None:
             names = " and ".join(str(n) for n in far)
             ax.text(x, y - height / 2 - 0.12, f"after lesson {names}", ha="center", va="top", fontsize=8.5,
                     style="italic", color="#475569")
-    ax.set_xlim(-width / 2 - 0.6, 4 * dx + width / 2 + 0.2)
+    ax.set_xlim(-width / 2 - 1.0, 4 * dx + width / 2 + 0.2)     # room for the arcs left of column I
     ax.set_ylim(-max(ROW.values()) * dy - height, 1.4)
     ax.set_aspect("equal")
     ax.axis("off")
