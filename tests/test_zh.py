@@ -23,9 +23,24 @@ LESSONS = zh.lessons()
 NUMBER = re.compile(r"(?<![\w.])\d[\d,]*(?:\.\d+)?(?:e-?\d+)?")
 # "3 million" is 300 万 in Chinese: a number with a scale word is checked by the reader, not here.
 SCALED = re.compile(r"\d[\d,.]*\s+(?:thousand|million|billion|trillion)\b")
-KEPT = {"code": r"`[^`\n]+`", "math": r"\$[^$\n]+\$", "role": r"\{(?:doc|cite|numref|ref|eq)\}`[^`]+`"}
+# Spans may run over a line break in the English; lines are joined before they are looked for.
+KEPT = {"code": r"`[^`]+`", "math": r"\$[^$]+\$", "role": r"\{(?:doc|cite|numref|ref|eq)\}`[^`]+`"}
 ROLE = re.compile(r"\{[a-z]+\}`[^`]*`")
 TERM = re.compile(r"\{term\}`(?:[^`<]*<)?([^`<>]+)>?`")
+
+
+def spans(text, kind):
+    """The code spans, formulas or roles of a markdown text, as a multiset. Fenced blocks and
+    display math count whole; inline spans may run over a line break; code spans are looked
+    for outside roles ({term}`…` may show Chinese text)."""
+    blocks = re.findall(r"```.*?```|\$\$.*?\$\$", text, re.S)
+    rest = re.sub(r"\s*\n\s*", " ", re.sub(r"```.*?```|\$\$.*?\$\$", " ", text, flags=re.S))
+    if kind == "code":
+        fences = [re.sub(r"[ \t]*#.*$", "", b, flags=re.M) for b in blocks if b.startswith("```")]  # comments may be translated
+        return Counter(fences) + Counter(re.findall(KEPT["code"], ROLE.sub("", rest)))
+    if kind == "math":
+        return Counter(b for b in blocks if b.startswith("$$")) + Counter(re.findall(KEPT["math"], rest))
+    return Counter(re.findall(KEPT[kind], rest))
 
 
 def numbers(text):
@@ -65,10 +80,8 @@ def test_chinese_prose_keeps_numbers_links_formulas_and_code(lesson):
             problems.append(f"cell {cell_id}: numbers of the English text missing: {sorted(missing)}")
         if set(TERM.findall(english)) - set(TERM.findall(chinese)):
             problems.append(f"cell {cell_id}: glossary links lost: {set(TERM.findall(english)) - set(TERM.findall(chinese))}")
-        for kind, pattern in KEPT.items():
-            # Code spans are looked for outside roles: {term}`…` may show Chinese text.
-            en_text, zh_text = (ROLE.sub("", english), ROLE.sub("", chinese)) if kind == "code" else (english, chinese)
-            lost = Counter(re.findall(pattern, en_text)) - Counter(re.findall(pattern, zh_text))
+        for kind in KEPT:
+            lost = spans(english, kind) - spans(chinese, kind)
             if lost:
                 problems.append(f"cell {cell_id}: {kind} changed or missing: {sorted(lost)[:4]}")
         letters = len(re.findall(r"[A-Za-z]", re.sub(r"`[^`]*`|\$[^$]*\$|\{[a-z]+\}`[^`]*`|\(http[^)]*\)", "", english)))
