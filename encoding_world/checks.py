@@ -27,7 +27,8 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["show", "show_error", "check_int", "check_number", "check_tensor", "check_ids", "check_finite",
+__all__ = ["show", "show_error", "check_int", "check_number", "check_tensor", "check_ids", "check_lm_inputs",
+           "check_finite",
            "check_logits", "check_output_folder"]
 
 
@@ -117,6 +118,17 @@ def check_ids(name: str, ids, vocab_size: int, layout: str = "[batch, len]") -> 
             raise ValueError(f"{name} holds the id {bad}, outside the vocabulary 0..{vocab_size - 1}")
     return ids
 
+
+
+def check_lm_inputs(token_ids, targets, vocab_size: int) -> None:
+    """What every language model of the book (GPT, LlamaGPT, CharRNN) checks first: token_ids
+    [batch, len] inside the vocabulary, and targets, if given, alike and of the same shape."""
+    check_ids("token_ids", token_ids, vocab_size)
+    if targets is not None:
+        check_ids("targets", targets, vocab_size)
+        if targets.shape != token_ids.shape:
+            raise ValueError(f"targets must have the shape of token_ids {list(token_ids.shape)}, "
+                             f"got {list(targets.shape)}")
 
 def check_finite(name: str, tensor: torch.Tensor, remedy: str = "") -> None:
     """ValueError if `tensor` holds NaN or ±inf, saying how many, where the first one is,

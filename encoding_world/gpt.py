@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checks import check_ids
+from .checks import check_lm_inputs
 from .decoding import decode
 from .kv_cache import KVCache, causal_attention
 from .transformer import TransformerBlock
@@ -33,6 +33,26 @@ class GPTConfig:
         return asdict(self)
 
 
+
+def _init_module(module: nn.Module) -> None:
+    if isinstance(module, nn.Linear):
+        nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.Embedding):
+        nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+
+def init_weights(model: nn.Module, residual_projections: tuple[str, ...], n_layer: int) -> None:
+    """GPT-2's initialisation, for GPT and its LLaMA-style twin: weights N(0, 0.02), biases 0,
+    and each residual branch's last projection (the parameters whose names end in
+    residual_projections) smaller by sqrt(2 · n_layer), so that the residual stream's variance
+    does not grow with depth."""
+    model.apply(_init_module)
+    for name, param in model.named_parameters():
+        if name.endswith(residual_projections):
+            nn.init.normal_(param, mean=0.0, std=0.02 / math.sqrt(2 * n_layer))
+
 class GPT(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
@@ -48,21 +68,7 @@ class GPT(nn.Module):
         self.norm = nn.LayerNorm(config.d_model, bias=config.bias)
         self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
         self.lm_head.weight = self.token_embedding.weight  # weight tying: one matrix reads and writes tokens
-        self.apply(self._init_weights)
-        # Each residual branch's last projection starts smaller, so the residual stream's
-        # variance does not grow with depth (GPT-2's initialisation).
-        for name, param in self.named_parameters():
-            if name.endswith(("out_proj.weight", "ffn.down.weight")):
-                nn.init.normal_(param, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
-
-    @staticmethod
-    def _init_weights(module):
-        if isinstance(module, nn.Linear):
-            nn.init.normal_(module.weight, mean=0.0, std=0.02)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.Embedding):
-            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        init_weights(self, ("out_proj.weight", "ffn.down.weight"), config.n_layer)
 
     def num_parameters(self, non_embedding: bool = True) -> int:
         """Parameters, counted once each (tied weights included once); position embeddings
@@ -87,12 +93,7 @@ class GPT(nn.Module):
         go through the blocks, their keys and values are appended to the cache, and their
         logits are those a pass over the whole sequence gives at these positions."""
         if not torch.compiler.is_compiling():
-            check_ids("token_ids", token_ids, self.config.vocab_size)
-            if targets is not None:
-                check_ids("targets", targets, self.config.vocab_size)
-                if targets.shape != token_ids.shape:
-                    raise ValueError(f"targets must have the shape of token_ids {list(token_ids.shape)}, "
-                                     f"got {list(targets.shape)}")
+            check_lm_inputs(token_ids, targets, self.config.vocab_size)
         batch, length = token_ids.shape
         start = 0 if cache is None else cache.length
         if start + length > self.config.block_size:

@@ -28,7 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checks import check_ids
+from .checks import check_lm_inputs
+from .gpt import init_weights
 from .kv_cache import KVCache, causal_attention
 
 
@@ -206,16 +207,7 @@ class LlamaGPT(nn.Module):
         # Not a parameter and not saved: recomputed from the config.
         self.register_buffer("inv_freq", rope_inverse_frequencies(config.head_dim, config.rope_base),
                              persistent=False)
-        self.apply(self._init_weights)
-        # As in GPT: each residual branch's last projection starts smaller (GPT-2's initialisation).
-        for name, param in self.named_parameters():
-            if name.endswith(("out_proj.weight", "ffn.down_proj.weight")):
-                nn.init.normal_(param, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
-
-    @staticmethod
-    def _init_weights(module):
-        if isinstance(module, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        init_weights(self, ("out_proj.weight", "ffn.down_proj.weight"), config.n_layer)   # as GPT's
 
     def num_parameters(self, non_embedding: bool = True) -> int:
         """Parameters, counted once each (a tied LM head once). There is no position table, so
@@ -232,12 +224,7 @@ class LlamaGPT(nn.Module):
         positions already cached, and their keys and values are added to it. Bad input
         (ids outside the vocabulary, wrong shapes, no token) is refused as by GPT.forward."""
         if not torch.compiler.is_compiling():
-            check_ids("token_ids", token_ids, self.config.vocab_size)
-            if targets is not None:
-                check_ids("targets", targets, self.config.vocab_size)
-                if targets.shape != token_ids.shape:
-                    raise ValueError(f"targets must have the shape of token_ids {list(token_ids.shape)}, "
-                                     f"got {list(targets.shape)}")
+            check_lm_inputs(token_ids, targets, self.config.vocab_size)
         batch, length = token_ids.shape
         if length == 0:
             raise ValueError("token_ids holds no token (shape [batch, 0]): give every row at least one")

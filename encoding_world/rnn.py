@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checks import check_ids
+from .checks import check_lm_inputs
 from .decoding import decode
 
 CELLS = ("rnn", "lstm")
@@ -77,15 +77,10 @@ class CharRNN(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
     def _check(self, token_ids, targets):
-        check_ids("token_ids", token_ids, self.config.vocab_size)
+        check_lm_inputs(token_ids, targets, self.config.vocab_size)
         if token_ids.shape[1] == 0:
             raise ValueError("token_ids holds no token (shape [batch, 0]): give every row at least one, "
                              "e.g. the END id 0 to start a new poem")
-        if targets is not None:
-            check_ids("targets", targets, self.config.vocab_size)
-            if targets.shape != token_ids.shape:
-                raise ValueError(f"targets must have the shape of token_ids {list(token_ids.shape)}, "
-                                 f"got {list(targets.shape)}")
 
     def forward_with_state(self, token_ids, state=None):
         """Logits [batch, len, vocab] and the final state: h [n_layer, batch, d] for the RNN,
