@@ -183,6 +183,7 @@ def chinese_config() -> dict:
     sphinx = config["sphinx"]
     sphinx["local_extensions"] = {name: "../" + path for name, path in sphinx["local_extensions"].items()}
     sphinx["config"]["html_static_path"] = ["../" + path for path in sphinx["config"]["html_static_path"]]
+    sphinx["config"]["html_extra_path"] = ["../" + path for path in sphinx["config"]["html_extra_path"]]
     sphinx["config"]["language"] = "zh_CN"       # the theme's own labels in Chinese too
     config.pop("latex", None)                     # `make pdf` prints the English book
     sphinx["config"].pop("latex_elements", None)
