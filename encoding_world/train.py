@@ -533,7 +533,9 @@ def _run(config, out_dir, resume, device, progress, log_every, log, overwrite, e
         torch.manual_seed(config.seed + rank)   # dropout: other masks on each rank (rank 0 as in one process)
 
     if resume:
-        saved = load_checkpoint(checkpoint, model, optimizer, map_location=device)
+        # Read onto the CPU: the random-number states must be CPU byte tensors (set_rng_state refuses
+        # CUDA ones), and load_state_dict moves the weights and optimizer state to the model's device.
+        saved = load_checkpoint(checkpoint, model, optimizer, map_location="cpu")
         if config.data is not None and saved.get("data_sha256") != data.sha256:
             raise CheckpointError(f"{checkpoint} was trained on another version of --data {config.data} (its "
                                   f"SHA-256 is now {data.sha256[:12]}…, the run began with "
