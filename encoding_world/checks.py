@@ -101,9 +101,10 @@ def check_tensor(name: str, value, dims: int | None = None, min_dims: int | None
     return value
 
 
-def check_ids(name: str, ids, vocab_size: int, layout: str = "[batch, len]") -> torch.Tensor:
+def check_ids(name: str, ids, vocab_size: int, layout: str = "[batch, len]", ignore: int | None = None) -> torch.Tensor:
     """Token ids: an integer tensor laid out as `layout` ("[batch, len]", or "" for any
-    shape), every id in 0 … vocab_size − 1. The check reads the tensor's min and max only."""
+    shape), every id in 0 … vocab_size − 1, or equal to `ignore` if given (a target that
+    counts for nothing in the loss). The check reads the tensor's min and max only."""
     if not isinstance(ids, torch.Tensor):
         raise TypeError(f"{name} must be a tensor of token ids {layout}, got {show(ids)}".replace("  ", " "))
     if layout and ids.dim() != layout.count(",") + 1:
@@ -111,10 +112,12 @@ def check_ids(name: str, ids, vocab_size: int, layout: str = "[batch, len]") -> 
     if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
         raise TypeError(f"{name} must hold integer token ids (torch.long), got {show(ids)}")
     if ids.numel():
-        low, high = torch.stack(torch.aminmax(ids)).tolist()     # one read back from a GPU
+        checked = ids if ignore is None else ids.masked_fill(ids == ignore, 0)
+        low, high = torch.stack(torch.aminmax(checked)).tolist()     # one read back from a GPU
         if low < 0 or high >= vocab_size:
             bad = low if low < 0 else high
-            raise ValueError(f"{name} holds the id {bad}, outside the vocabulary 0..{vocab_size - 1}")
+            allowed = "" if ignore is None else f" (or {ignore}, ignored)"
+            raise ValueError(f"{name} holds the id {bad}, outside the vocabulary 0..{vocab_size - 1}{allowed}")
     return ids
 
 

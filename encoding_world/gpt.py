@@ -13,6 +13,7 @@ from torch import nn
 
 from .checks import check_ids
 from .decoding import decode
+from .lm_data import IGNORE_INDEX
 from .transformer import TransformerBlock
 
 
@@ -72,13 +73,14 @@ class GPT(nn.Module):
         cross-entropy against `targets` when given.
 
         token_ids (and targets) must be [batch, len] integer ids inside the vocabulary, with
-        1 <= len <= block_size; anything else raises a one-line error naming it (an id out of
+        1 <= len <= block_size; a target may also be IGNORE_INDEX (-100), which counts for
+        nothing in the loss (the mean is over the other targets; lesson 16 masks prompts so); anything else raises a one-line error naming it (an id out of
         range would otherwise fail deep inside the embedding, or, on a GPU, abort the process).
         The check is skipped while torch.compile traces the model."""
         if not torch.compiler.is_compiling():
             check_ids("token_ids", token_ids, self.config.vocab_size)
             if targets is not None:
-                check_ids("targets", targets, self.config.vocab_size)
+                check_ids("targets", targets, self.config.vocab_size, ignore=IGNORE_INDEX)
                 if targets.shape != token_ids.shape:
                     raise ValueError(f"targets must have the shape of token_ids {list(token_ids.shape)}, "
                                      f"got {list(targets.shape)}")
@@ -95,7 +97,8 @@ class GPT(nn.Module):
         logits = self.lm_head(self.norm(x))
         loss = None
         if targets is not None:
-            loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.reshape(-1))
+            loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.reshape(-1),
+                                   ignore_index=IGNORE_INDEX)
         return logits, loss
 
     def flops_per_token(self) -> int:

@@ -18,7 +18,10 @@ seven-character poem 64 on its own, so that form (七律) is left out.
 Only the answer is learnt: `encode` gives next-token targets with the prompt's positions set
 to IGNORE_INDEX (PyTorch's default `ignore_index`, and Hugging Face's label convention), so
 `F.cross_entropy(logits, targets, ignore_index=IGNORE_INDEX)` averages over the answer's
-characters and its closing END only. `in_form` checks an answer's form.
+characters and its closing END only. GPT's own loss ignores those targets too, so
+`sft_batches` feed `train.train_steps` unchanged, and `lm_data.mean_loss(model,
+sft_batch(examples, vocab))` is the mean loss per answer character. `in_form` checks an
+answer's form.
 """
 from __future__ import annotations
 
@@ -28,15 +31,15 @@ from dataclasses import dataclass
 
 import torch
 
-from .lm_data import END, UNKNOWN
+from .checks import check_int
+from .lm_data import END, IGNORE_INDEX, UNKNOWN
 
 __all__ = ["FORMS", "ASK", "ANSWER", "IGNORE_INDEX", "MAX_TITLE", "Request", "render", "in_form",
-           "form_of", "follows", "make_requests", "encode", "sft_batch"]
+           "form_of", "follows", "make_requests", "encode", "sft_batch", "sft_batches"]
 
 # name -> (characters per line, lines). 七律 (7, 8) would need 64 characters for the poem alone.
 FORMS = {"五绝": (5, 4), "七绝": (7, 4), "五律": (5, 8)}
 ASK, ANSWER = "问", "答"     # the user's and the model's turn, like <|user|> and <|assistant|>
-IGNORE_INDEX = -100           # a target that counts for nothing in the loss
 MAX_TITLE = 8                 # the longest title a request may carry (a 五律 request then fits in 64)
 PUNCTUATION = "，。？！"
 
@@ -157,3 +160,13 @@ def sft_batch(examples, vocab, mask_prompt: bool = True, block_size: int = 64):
     x = torch.tensor([ids + [pad] * (length - len(ids)) for ids, _ in rows])
     y = torch.tensor([t + [IGNORE_INDEX] * (length - len(t)) for _, t in rows])
     return x, y
+
+
+def sft_batches(examples, vocab, batch_size: int, mask_prompt: bool = True, block_size: int = 64):
+    """sft_batch of examples[0:batch_size], then of the next batch_size, … in order: the
+    batches `train.train_steps` takes. It needs steps × batch_size examples; with fewer,
+    its next() raises StopIteration when they run out."""
+    check_int("batch_size", batch_size, low=1)
+    for i in range(0, len(examples), batch_size):
+        yield sft_batch(examples[i:i + batch_size], vocab, mask_prompt, block_size)
+

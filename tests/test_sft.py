@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from encoding_world import sft
+from encoding_world import lm_data, sft, train
 from encoding_world.data import Poem
 from encoding_world.gpt import GPT, GPTConfig
 from encoding_world.lm_data import CharVocab
@@ -126,3 +126,38 @@ def test_sft_batch_pads_on_the_right_and_the_loss_ignores_padding(vocab):
         sft.sft_batch(examples, vocab, block_size=40)
     with pytest.raises(ValueError, match="empty"):
         sft.sft_batch([], vocab)
+
+
+def test_gpt_loss_and_mean_loss_ignore_masked_targets(vocab):
+    examples = [(sft.render("五绝题春晓"), QUATRAIN + "\n"), (sft.render("五律题春望含花"), EIGHT + "\n"),
+                (sft.render("七绝题早发白帝城"), SEVEN + "\n")]
+    x, y = sft.sft_batch(examples, vocab)
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=len(vocab), block_size=64, n_layer=1, n_head=2, d_model=16)).eval()
+    with torch.no_grad():
+        logits, loss = model(x, y)
+    expected = F.cross_entropy(logits.flatten(0, 1), y.flatten(), ignore_index=-100)
+    assert torch.allclose(loss, expected, atol=1e-6)
+    # mean_loss in batches of 1 and 2 weighs every counted target the same as one batch of 3.
+    whole = lm_data.mean_loss(model, (x, y))
+    assert whole == pytest.approx(loss.item(), rel=1e-5)
+    assert lm_data.mean_loss(model, (x, y), batch_size=2) == pytest.approx(whole, rel=1e-5)
+    assert lm_data.mean_loss(model, (x, y), batch_size=1) == pytest.approx(whole, rel=1e-5)
+    with pytest.raises(ValueError, match="-1, outside the vocabulary"):
+        model(x, y.masked_fill(y == sft.IGNORE_INDEX, -1))     # only -100 means "ignored"
+    with pytest.raises(ValueError, match="no target to score"):
+        lm_data.mean_loss(model, (x, torch.full_like(y, sft.IGNORE_INDEX)))
+
+
+def test_sft_batches_feed_train_steps(vocab):
+    examples = [(sft.render("五绝题春晓"), QUATRAIN + "\n")] * 4 + [(sft.render("七绝题早发白帝城"), SEVEN + "\n")] * 2
+    batches = list(sft.sft_batches(examples, vocab, batch_size=4))
+    assert [b[0].shape[0] for b in batches] == [4, 2]
+    assert all(torch.equal(a, b) for a, b in zip(batches[1], sft.sft_batch(examples[4:], vocab)))
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=len(vocab), block_size=64, n_layer=1, n_head=2, d_model=16))
+    optimizer = train.make_optimizer(model.parameters(), lr=1e-2)
+    losses = train.train_steps(model, optimizer, sft.sft_batches(examples * 5, vocab, batch_size=3), steps=10)
+    assert len(losses) == 10 and losses[-1] < losses[0]
+    with pytest.raises(ValueError, match="batch_size"):
+        next(sft.sft_batches(examples, vocab, batch_size=0))
