@@ -37,6 +37,7 @@ LESSONS = [
     (13, "Decoding", "采样策略", "III"),
     (14, "Modern LLMs", "现代大模型", "III"),
     (15, "Fine-tuning & LoRA", "微调 · LoRA", "IV"),
+    (16, "Instruction tuning", "指令微调", "IV"),
     (17, "Kinds of learning", "学习的类型", "A"),
     (18, "Notebook to project", "从笔记本到项目", "A"),
 ]
@@ -58,6 +59,7 @@ BUILDS_ON = {
     13: [12],
     14: [12, 13],
     15: [12],
+    16: [4, 13, 15],
     17: [2],
     18: [12],
 }
@@ -67,7 +69,7 @@ PART_NAMES = {"I": "Part I — Text becomes numbers", "II": "Part II — From to
               "III": "Part III — Language models", "IV": "Part IV — Adapting a model", "A": "Appendices"}
 COLUMN = {"I": 0, "II": 1, "III": 2, "IV": 3, "A": 4}
 # Row of each lesson inside its part's column.
-ROW = {1: 0, 2: 1, 3: 2, 4: 3, 5: 4, 6: 0, 7: 1, 8: 2, 9: 3, 10: 0, 11: 1, 12: 2, 13: 3, 14: 4, 15: 1,
+ROW = {1: 0, 2: 1, 3: 2, 4: 3, 5: 4, 6: 0, 7: 1, 8: 2, 9: 3, 10: 0, 11: 1, 12: 2, 13: 3, 14: 4, 15: 1, 16: 3.2,
        17: 0.5, 18: 2.5}
 
 

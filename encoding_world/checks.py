@@ -102,9 +102,13 @@ def check_tensor(name: str, value, dims: int | None = None, min_dims: int | None
     return value
 
 
-def check_ids(name: str, ids, vocab_size: int, layout: str = "[batch, len]") -> torch.Tensor:
+IGNORE_INDEX = -100   # a target that counts for nothing in the loss (F.cross_entropy's default)
+
+
+def check_ids(name: str, ids, vocab_size: int, layout: str = "[batch, len]", ignore: int | None = None) -> torch.Tensor:
     """Token ids: an integer tensor laid out as `layout` ("[batch, len]", or "" for any
-    shape), every id in 0 … vocab_size − 1. The check reads the tensor's min and max only."""
+    shape), every id in 0 … vocab_size − 1, or equal to `ignore` if given (a target that
+    counts for nothing in the loss). The check reads the tensor's min and max only."""
     if not isinstance(ids, torch.Tensor):
         raise TypeError(f"{name} must be a tensor of token ids {layout}, got {show(ids)}".replace("  ", " "))
     if layout and ids.dim() != layout.count(",") + 1:
@@ -112,23 +116,27 @@ def check_ids(name: str, ids, vocab_size: int, layout: str = "[batch, len]") -> 
     if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
         raise TypeError(f"{name} must hold integer token ids (torch.long), got {show(ids)}")
     if ids.numel():
-        low, high = torch.stack(torch.aminmax(ids)).tolist()     # one read back from a GPU
+        checked = ids if ignore is None else ids.masked_fill(ids == ignore, 0)
+        low, high = torch.stack(torch.aminmax(checked)).tolist()     # one read back from a GPU
         if low < 0 or high >= vocab_size:
             bad = low if low < 0 else high
-            raise ValueError(f"{name} holds the id {bad}, outside the vocabulary 0..{vocab_size - 1}")
+            allowed = "" if ignore is None else f" (or {ignore}, ignored)"
+            raise ValueError(f"{name} holds the id {bad}, outside the vocabulary 0..{vocab_size - 1}{allowed}")
     return ids
 
 
 
 def check_lm_inputs(token_ids, targets, vocab_size: int) -> None:
     """What every language model of the book (GPT, LlamaGPT, CharRNN) checks first: token_ids
-    [batch, len] inside the vocabulary, and targets, if given, alike and of the same shape."""
+    [batch, len] inside the vocabulary, and targets, if given, alike (or IGNORE_INDEX, which
+    their cross-entropy skips) and of the same shape."""
     check_ids("token_ids", token_ids, vocab_size)
     if targets is not None:
-        check_ids("targets", targets, vocab_size)
+        check_ids("targets", targets, vocab_size, ignore=IGNORE_INDEX)
         if targets.shape != token_ids.shape:
             raise ValueError(f"targets must have the shape of token_ids {list(token_ids.shape)}, "
                              f"got {list(targets.shape)}")
+
 
 def check_finite(name: str, tensor: torch.Tensor, remedy: str = "") -> None:
     """ValueError if `tensor` holds NaN or ±inf, saying how many, where the first one is,

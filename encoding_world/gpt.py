@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checks import check_lm_inputs
+from .checks import IGNORE_INDEX, check_lm_inputs
 from .decoding import decode
 from .kv_cache import KVCache, causal_attention
 from .transformer import TransformerBlock
@@ -85,7 +85,9 @@ class GPT(nn.Module):
         cross-entropy against `targets` when given.
 
         token_ids (and targets) must be [batch, len] integer ids inside the vocabulary, with
-        1 <= len <= block_size; anything else raises a one-line error naming it (an id out of
+        1 <= len <= block_size; a target may also be IGNORE_INDEX (-100), which counts for
+        nothing in the loss (the mean is over the other targets; lesson 16 masks prompts so);
+        anything else raises a one-line error naming it (an id out of
         range would otherwise fail deep inside the embedding, or, on a GPU, abort the process).
         The check is skipped while torch.compile traces the model.
 
@@ -109,7 +111,8 @@ class GPT(nn.Module):
         logits = self.lm_head(self.norm(x))
         loss = None
         if targets is not None:
-            loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.reshape(-1))
+            loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.reshape(-1),
+                                   ignore_index=IGNORE_INDEX)
         return logits, loss
 
     def flops_per_token(self) -> int:

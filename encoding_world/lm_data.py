@@ -12,7 +12,7 @@ from collections import Counter
 
 import torch
 
-from .checks import check_ids, check_int
+from .checks import IGNORE_INDEX, check_ids, check_int
 
 END = "\n"      # ends a poem; the model learns when to stop
 UNKNOWN = "□"   # every character outside the vocabulary (the corpora never contain □ itself)
@@ -170,6 +170,8 @@ def fixed_windows(data: torch.Tensor, block_size: int, n: int):
 def mean_loss(model, windows: tuple[torch.Tensor, torch.Tensor], batch_size: int = 256) -> float:
     """The model's mean cross-entropy (nats per token) on (inputs, targets) windows, scored
     batch_size windows at a time, in eval mode (the model's mode is restored afterwards).
+    Targets equal to IGNORE_INDEX count for nothing (lesson 16's masked prompts): the mean
+    is over the targets that count, each weighing the same whatever its batch.
 
     Always in float32, even where training autocasts to bf16 or float16: evaluation costs
     little, and a loss that a GPU reports then agrees with a CPU's to rounding error.
@@ -184,7 +186,11 @@ def mean_loss(model, windows: tuple[torch.Tensor, torch.Tensor], batch_size: int
     total, count = 0.0, 0
     for i in range(0, len(x), batch_size):
         xb, yb = x[i:i + batch_size].to(device), y[i:i + batch_size].to(device)
-        total += model(xb, yb)[1].item() * yb.numel()
-        count += yb.numel()
+        counted = (yb != IGNORE_INDEX).sum().item()
+        if counted:                            # a batch of ignored targets only has a NaN loss
+            total += model(xb, yb)[1].item() * counted
+            count += counted
     model.train(was_training)
+    if count == 0:
+        raise ValueError(f"no target to score: every target is IGNORE_INDEX ({IGNORE_INDEX})")
     return total / count

@@ -312,7 +312,12 @@ def train_steps(model, optimizer, batches, steps: int, *, start: int = 0, lr_at=
         optimizer.zero_grad(set_to_none=True)
         loss_sum = 0.0
         for micro in range(accumulate):
-            x, y = next(batches)
+            try:
+                x, y = next(batches)
+            except StopIteration:
+                raise ValueError(f"batches ran out at step {step + 1} of {steps} (micro-batch {micro + 1} of "
+                                 f"{accumulate}): give at least (steps - start) × accumulate batches, e.g. "
+                                 f"sft.sft_batches over steps × batch_size examples") from None
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             # DDP averages the gradients over the processes in backward: only after the last micro-batch.
             sync = model.no_sync() if distributed and micro < accumulate - 1 else contextlib.nullcontext()
